@@ -1,0 +1,1 @@
+"""Autoloaded Dagster definitions: one folder per source, plus `platform/` for what spans sources."""

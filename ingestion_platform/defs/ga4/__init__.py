@@ -1,0 +1,1 @@
+"""GA4 events from each tenant's BigQuery export into `ga4.<event_name>`."""

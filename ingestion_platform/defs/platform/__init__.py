@@ -1,0 +1,1 @@
+"""What spans sources: keeping the tenant partition dimension equal to the tenant registry."""

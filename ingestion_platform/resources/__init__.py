@@ -1,0 +1,1 @@
+"""ConfigurableResource classes for every external system; `defs/resources.py` binds them per deployment."""

