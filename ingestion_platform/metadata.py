@@ -1,6 +1,5 @@
 """Materialization metadata every source attaches the same way: schema, load counts, timings, a preview."""
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,12 @@ from ingestion_platform.warehouse import LoadResult, TableSpec
 def column_schema(spec: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(c.name, c.type, description=c.description or None, constraints=dg.TableColumnConstraints(nullable=c.nullable))
+            dg.TableColumn(
+                c.name,
+                c.type,
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
             for c in spec.columns
         ]
     )

@@ -4,11 +4,11 @@ Retries inside a step cover seconds-long blips without re-running the whole step
 covers longer outages. Authentication and not-found errors are never transient, so they fail at once.
 """
 
-
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import paramiko
 import stamina
 from google.api_core import exceptions as google_exceptions
 
@@ -22,7 +22,12 @@ _TRANSIENT_GOOGLE = (
 
 
 def is_transient(exc: Exception) -> bool:
-    if isinstance(exc, _TRANSIENT_GOOGLE | ConnectionError | TimeoutError | httpx.TransportError):
+    if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+        return False
+    if isinstance(exc, (*_TRANSIENT_GOOGLE, ConnectionError, TimeoutError, httpx.TransportError)):
+        return True
+    # paramiko reports a dropped SSH connection as SSHException ("Server connection dropped") or EOFError.
+    if isinstance(exc, paramiko.SSHException | EOFError):
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in {408, 429, 500, 502, 503, 504}
@@ -32,7 +37,10 @@ def is_transient(exc: Exception) -> bool:
     return False
 
 
-def retry_transient[T](fn: Callable[..., T], *, attempts: int = 5, timeout: float = 120.0) -> Callable[..., T]:
-    """Wrap `fn` with exponential backoff and jitter on transient errors only."""
+def retry_transient[T](fn: Callable[..., T], *, attempts: int = 5, timeout: float | None = 120.0) -> Callable[..., T]:
+    """Wrap `fn` with exponential backoff and jitter on transient errors only.
+
+    `timeout=None` bounds by attempts alone, for calls that make progress between attempts (resumed downloads).
+    """
     decorator: Any = stamina.retry(on=is_transient, attempts=attempts, timeout=timeout, wait_initial=0.5, wait_max=20)
     return decorator(fn)

@@ -5,7 +5,6 @@ GA4 and SFTP assets read for the tenant of the partition they run. Secrets are n
 setting ending in `_env` names the environment variable that holds the secret.
 """
 
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,37 @@ class GA4Settings:
 
 
 @dataclass(frozen=True)
+class SFTPSettings:
+    """Where a tenant's daily report files are and how to trust the host.
+
+    host_keys pins the server: each entry is an OpenSSH public key line (`ssh-ed25519 AAAA...`) or a
+    `SHA256:...` fingerprint; several may be listed during a key rotation. Unknown keys are always rejected.
+    """
+
+    host: str
+    username: str
+    host_keys: tuple[str, ...]
+    port: int = 22
+    password_env: str | None = None
+    private_key_env: str | None = None
+    remote_dir: str = "/"
+    users_pattern: str = "users_{YYYYMMDD}.csv"
+    locations_pattern: str = "locations_{YYYYMMDD}.csv"
+    completion: str = "stable"  # "stable": size and mtime unchanged since the previous sensor tick; "marker"
+    marker_suffix: str = ".done"
+    encoding: str = "utf-8-sig"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host_keys", tuple(self.host_keys))
+        if not self.host_keys:
+            raise TypeError("host_keys must pin at least one host key or SHA256 fingerprint")
+        if self.completion not in {"stable", "marker"}:
+            raise TypeError(f"completion must be 'stable' or 'marker', not {self.completion!r}")
+        if not (self.password_env or self.private_key_env):
+            raise TypeError("set password_env or private_key_env (the name of the env var holding the secret)")
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     name: str
@@ -41,6 +71,9 @@ class Tenant:
 
     def ga4(self) -> GA4Settings:
         return _settings(self, "ga4", GA4Settings)
+
+    def sftp(self) -> SFTPSettings:
+        return _settings(self, "sftp", SFTPSettings)
 
 
 def _settings[S](tenant: Tenant, source: str, cls: type[S]) -> S:
@@ -75,7 +108,9 @@ class TenantRegistry:
 
 def parse_registry(document: Any) -> TenantRegistry:
     if not isinstance(document, dict) or not isinstance(document.get("tenants"), dict):
-        raise TenantConfigError("the tenant registry must be a mapping with a 'tenants' mapping of tenant id -> settings")
+        raise TenantConfigError(
+            "the tenant registry must be a mapping with a 'tenants' mapping of tenant id -> settings"
+        )
     tenants: dict[str, Tenant] = {}
     for tenant_id, body in document["tenants"].items():
         if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):

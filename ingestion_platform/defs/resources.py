@@ -6,7 +6,6 @@ how tests and the sandbox aim the real clients at local servers. Only the presen
 looked at here; values are resolved by Dagster through `dg.EnvVar` when a run starts.
 """
 
-
 import os
 
 import dagster as dg

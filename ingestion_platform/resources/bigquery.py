@@ -1,6 +1,5 @@
 """BigQuery through dagster-gcp's resource, with an endpoint switch for the emulator and per-tenant credentials."""
 
-
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -1,6 +1,5 @@
 """The tenant registry as a resource, so assets and sensors read tenants.yaml at run time, never at load time."""
 
-
 import dagster as dg
 from pydantic import Field
 

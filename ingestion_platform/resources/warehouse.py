@@ -1,6 +1,5 @@
 """The warehouse resource: a PostgreSQL reached through SQLAlchemy 2 + psycopg 3, embedded when no URL is set."""
 
-
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager

@@ -6,7 +6,6 @@ starting at once need. `cleanup_mode=None` keeps the server up after the process
 next run (or `ingestion-platform dev`) finds its data where it left it.
 """
 
-
 import functools
 import logging
 from pathlib import Path

@@ -6,7 +6,6 @@ the previous rows intact and a re-run leaves the same rows as one run (idempoten
 as CSV produced by pyarrow's C++ writer, so memory stays bounded by one batch whatever the row count.
 """
 
-
 import io
 import json
 import time
@@ -68,7 +67,9 @@ def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
         table = batch
     unknown = [c for c in table.column_names if c not in spec.column_names]
     if unknown:
-        raise ValueError(f"{spec.qualified_name}: input has undeclared columns {unknown}; declare them in the TableSpec")
+        raise ValueError(
+            f"{spec.qualified_name}: input has undeclared columns {unknown}; declare them in the TableSpec"
+        )
     nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
     if nested:
         raise ValueError(f"{spec.qualified_name}: columns {nested} are nested; serialise them to JSON text for jsonb")
@@ -219,7 +220,8 @@ def _replace(
         if outside_cols:
             raise ValueError(f"{spec.qualified_name}: input lacks the slice columns {outside_cols}")
         cur.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE ({}) IS NOT TRUE").format(staging, _slice_predicate(spec, slice_)), params
+            sql.SQL("SELECT count(*) FROM {} WHERE ({}) IS NOT TRUE").format(staging, _slice_predicate(spec, slice_)),
+            params,
         )
         outside = cur.fetchone()[0]
         if outside:
@@ -232,8 +234,6 @@ def _replace(
     inserted = 0
     if columns:
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        cur.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(spec.ident(), cols, cols, staging)
-        )
+        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(spec.ident(), cols, cols, staging))
         inserted = cur.rowcount
     return inserted, deleted

@@ -5,7 +5,6 @@ column in a later release and validating an incoming batch all follow from one d
 validated against a strict pattern and always quoted through `psycopg.sql`, never formatted into SQL text.
 """
 
-
 import re
 from dataclasses import dataclass, field
 

@@ -89,8 +89,12 @@ def test_replace_swaps_only_the_slice(warehouse: WarehouseResource) -> None:
 
 def test_replace_with_no_rows_empties_the_slice(warehouse: WarehouseResource) -> None:
     d1 = date(2024, 1, 1)
-    warehouse.load(EVENTS, [pd.DataFrame({"tenant_id": ["a"], "event_date": [d1], "n": [1]})], mode="replace",
-                   slice_={"tenant_id": ["a"], "event_date": [d1]})
+    warehouse.load(
+        EVENTS,
+        [pd.DataFrame({"tenant_id": ["a"], "event_date": [d1], "n": [1]})],
+        mode="replace",
+        slice_={"tenant_id": ["a"], "event_date": [d1]},
+    )
     result = warehouse.load(EVENTS, [], mode="replace", slice_={"tenant_id": ["a"], "event_date": [d1]})
     assert result.deleted == 1
     assert rows(warehouse, "ev_test.events", "n") == []
@@ -98,8 +102,12 @@ def test_replace_with_no_rows_empties_the_slice(warehouse: WarehouseResource) ->
 
 def test_replace_refuses_rows_outside_the_slice_and_keeps_previous_rows(warehouse: WarehouseResource) -> None:
     d1, d2 = date(2024, 1, 1), date(2024, 1, 2)
-    warehouse.load(EVENTS, [pd.DataFrame({"tenant_id": ["a"], "event_date": [d1], "n": [1]})], mode="replace",
-                   slice_={"tenant_id": ["a"], "event_date": [d1]})
+    warehouse.load(
+        EVENTS,
+        [pd.DataFrame({"tenant_id": ["a"], "event_date": [d1], "n": [1]})],
+        mode="replace",
+        slice_={"tenant_id": ["a"], "event_date": [d1]},
+    )
     stray = pd.DataFrame({"tenant_id": ["a", "a"], "event_date": [d1, d2], "n": [5, 6]})
     with pytest.raises(ValueError, match="1 input rows fall outside the slice"):
         warehouse.load(EVENTS, [stray], mode="replace", slice_={"tenant_id": ["a"], "event_date": [d1]})
@@ -126,9 +134,14 @@ def test_schema_evolution_adds_declared_nullable_columns(warehouse: WarehouseRes
         columns=(*USERS.columns, Column("country", "text")),
         key=USERS.key,
     )
-    result = warehouse.load(evolved, [pd.DataFrame({"tenant_id": ["a"], "user_id": [2], "country": ["DE"]})], mode="merge")
+    result = warehouse.load(
+        evolved, [pd.DataFrame({"tenant_id": ["a"], "user_id": [2], "country": ["DE"]})], mode="merge"
+    )
     assert result.added_columns == ("country",)
-    assert [(r[1], r[2], r[-1]) for r in rows(warehouse, "crm_test.users", "user_id")] == [(1, "e", None), (2, None, "DE")]
+    assert [(r[1], r[2], r[-1]) for r in rows(warehouse, "crm_test.users", "user_id")] == [
+        (1, "e", None),
+        (2, None, "DE"),
+    ]
 
 
 def test_type_mismatch_and_undeclared_columns_are_clear_errors(warehouse: WarehouseResource) -> None:
@@ -150,7 +163,7 @@ def test_identifiers_are_validated() -> None:
 
 
 def test_unicode_nulls_and_awkward_text_round_trip(warehouse: WarehouseResource) -> None:
-    awkward = ["", "comma, \"quoted\"", "line\nbreak\r\nand CRLF", "émoji 🚀 中文", "back\\slash", "\\N", None]
+    awkward = ["", 'comma, "quoted"', "line\nbreak\r\nand CRLF", "émoji 🚀 中文", "back\\slash", "\\N", None]
     frame = pd.DataFrame(
         {
             "tenant_id": ["a"] * len(awkward),

@@ -5,7 +5,6 @@ service's six-thread pool), bounded by the `bigquery` pool. A backfill of a date
 (BackfillPolicy.single_run) and one BigQuery query over `_TABLE_SUFFIX` per event type.
 """
 
-
 import time
 from datetime import date
 

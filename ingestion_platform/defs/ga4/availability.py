@@ -3,7 +3,7 @@
 Dagster's partition status shows the same per asset; this table answers it for the warehouse's consumers in SQL.
 """
 
-
+import itertools
 from datetime import date, timedelta
 
 import dagster as dg
@@ -34,7 +34,7 @@ def find_gaps(days: list[date]) -> list[tuple[date, date]]:
     """Missing runs of days between the first and last loaded day, as inclusive (start, end) pairs."""
     gaps = []
     ordered = sorted(set(days))
-    for previous, current in zip(ordered, ordered[1:], strict=False):
+    for previous, current in itertools.pairwise(ordered):
         if current - previous > timedelta(days=1):
             gaps.append((previous + timedelta(days=1), current - timedelta(days=1)))
     return gaps

@@ -1,6 +1,5 @@
 """Quality checks on each loaded (tenant, day) slice, run in the same run right after the materialization."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -43,7 +42,8 @@ def invalid_purchases(warehouse: WarehouseResource, tenant_id: str, days: list[d
 def loaded_events(warehouse: WarehouseResource, event: EventType, tenant_id: str, days: list[date]) -> int:
     return int(
         warehouse.scalar(
-            f"SELECT count(*) FROM {event.table.qualified_name} WHERE tenant_id = :tenant_id AND event_date = ANY(:days)",
+            f"SELECT count(*) FROM {event.table.qualified_name} "
+            "WHERE tenant_id = :tenant_id AND event_date = ANY(:days)",
             {"tenant_id": tenant_id, "days": days},
         )
     )
@@ -105,4 +105,4 @@ def purchases_valid(context: dg.AssetCheckExecutionContext, warehouse: Warehouse
     return dg.AssetCheckResult(passed=not any(invalid.values()), metadata={"invalid_by_tenant": invalid})
 
 
-ga4_checks = [check for event in EVENT_TYPES for check in build_checks(event)]
+ga4_checks = [*(check for event in EVENT_TYPES for check in build_checks(event)), purchases_valid]

@@ -4,7 +4,6 @@ Each event type is data: a column list with the BigQuery expression that produce
 table DDL and the asset factory all read this one declaration, so adding a field is a one-line change.
 """
 
-
 from dataclasses import dataclass
 
 from ingestion_platform.warehouse import Column, TableSpec
@@ -122,7 +121,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "purchase",
         (
             _f("transaction_id", "text", f"COALESCE(ecommerce.transaction_id, {param('transaction_id', 'string')})"),
-            _f("purchase_revenue", "double precision", f"COALESCE(ecommerce.purchase_revenue, {param('value', 'float')})"),
+            _f(
+                "purchase_revenue",
+                "double precision",
+                f"COALESCE(ecommerce.purchase_revenue, {param('value', 'float')})",
+            ),
             _f("currency", "text", param("currency", "string")),
             _f("items", "jsonb", "TO_JSON_STRING(items)", requires="items"),
             _f("item_count", "integer", "ARRAY_LENGTH(items)", requires="items"),

@@ -8,7 +8,6 @@ daily export cap may only ever have intraday tables; intraday tables lack some f
 whichever table was created last.
 """
 
-
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

@@ -5,7 +5,6 @@ table and authentication problems become `dg.Failure(allow_retries=False)` namin
 retrying them only delays the message an operator needs.
 """
 
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -43,11 +42,15 @@ def _call[T](tenant: str, settings: GA4Settings, what: str, fn: Callable[[], T])
             f"tenant {tenant!r}: {what}: not found in BigQuery ({where}): {exc.message}", allow_retries=False
         ) from exc
     except (google_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as exc:
-        raise dg.Failure(f"tenant {tenant!r}: {what}: BigQuery authentication failed: {exc}", allow_retries=False) from exc
+        raise dg.Failure(
+            f"tenant {tenant!r}: {what}: BigQuery authentication failed: {exc}", allow_retries=False
+        ) from exc
     except google_exceptions.Forbidden as exc:
         if is_transient(exc):
             raise
-        raise dg.Failure(f"tenant {tenant!r}: {what}: access to {where} denied: {exc.message}", allow_retries=False) from exc
+        raise dg.Failure(
+            f"tenant {tenant!r}: {what}: access to {where} denied: {exc.message}", allow_retries=False
+        ) from exc
 
 
 def plan_export(client: bigquery.Client, tenant: str, settings: GA4Settings, days: list[date]) -> ExportPlan:
@@ -69,12 +72,19 @@ def plan_export(client: bigquery.Client, tenant: str, settings: GA4Settings, day
     return plan
 
 
-def _fields(client: bigquery.Client, tenant: str, settings: GA4Settings, plan: ExportPlan, tables: list[str]) -> set[str]:
+def _fields(
+    client: bigquery.Client, tenant: str, settings: GA4Settings, plan: ExportPlan, tables: list[str]
+) -> set[str]:
     """Top-level fields of the newest table of a kind: a wildcard query reads with that table's schema."""
     if not tables:
         return set()
     newest = max(tables)
-    schema = _call(tenant, settings, f"reading schema of {newest}", lambda: client.get_table(f"{plan.project}.{plan.dataset}.{newest}").schema)
+    schema = _call(
+        tenant,
+        settings,
+        f"reading schema of {newest}",
+        lambda: client.get_table(f"{plan.project}.{plan.dataset}.{newest}").schema,
+    )
     return {f.name for f in schema}
 
 

@@ -1,6 +1,5 @@
 """The daily GA4 load: yesterday, plus the two days before because daily tables take late events for 72 hours."""
 
-
 from datetime import date, timedelta
 
 import dagster as dg

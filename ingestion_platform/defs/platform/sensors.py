@@ -1,6 +1,5 @@
 """Tenant partitions follow tenants.yaml: adding a tenant to the file makes its partitions appear in the UI."""
 
-
 import dagster as dg
 
 from ingestion_platform.resources.tenants import TenantsResource

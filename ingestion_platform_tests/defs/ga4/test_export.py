@@ -1,0 +1,70 @@
+"""Pure parts of the GA4 source: table discovery, the query text, the schedule window, availability gaps."""
+
+from datetime import date
+
+import pytest
+
+from ingestion_platform.defs.ga4.availability import find_gaps
+from ingestion_platform.defs.ga4.events import EVENT_TYPES_BY_NAME
+from ingestion_platform.defs.ga4.export import build_event_query, plan_tables
+from ingestion_platform.defs.ga4.schedules import ga4_run_requests, lookback_window
+
+TABLES = [
+    "events_20240301",
+    "events_20240302",
+    "events_intraday_20240302",  # the daily table exists too: daily wins
+    "events_intraday_20240303",
+    "events_fresh_20240303",  # 360 properties: never read
+    "pseudonymous_users_20240301",
+]
+
+
+def test_plan_prefers_daily_then_intraday_and_ignores_fresh_tables() -> None:
+    plan = plan_tables("acme-analytics", "analytics_1", TABLES, [date(2024, 3, d) for d in (1, 2, 3, 4)])
+    assert plan.daily == ("20240301", "20240302")
+    assert plan.intraday == ("20240303",)
+    assert plan.missing == ("20240304",)
+    assert plan.tables == ["events_20240301", "events_20240302", "events_intraday_20240303"]
+
+
+@pytest.mark.parametrize(("project", "dataset"), [("acme`; DROP", "ds"), ("acme-analytics", "ds.x"), ("", "ds")])
+def test_plan_rejects_identifiers_that_could_break_out_of_quoting(project: str, dataset: str) -> None:
+    with pytest.raises(ValueError, match="invalid BigQuery"):
+        plan_tables(project, dataset, TABLES, [date(2024, 3, 1)])
+
+
+def test_query_is_parameterised_and_reads_only_daily_wildcard_and_needed_intraday() -> None:
+    plan = plan_tables("acme-analytics", "analytics_1", TABLES, [date(2024, 3, 2), date(2024, 3, 3)])
+    sql, params = build_event_query(
+        EVENT_TYPES_BY_NAME["page_view"], "acme", plan, {"traffic_source", "device", "geo"}, {"device", "geo"}
+    )
+    assert "`acme-analytics.analytics_1.events_20*`" in sql
+    assert "`acme-analytics.analytics_1.events_intraday_*`" in sql
+    assert "events_*`" not in sql and "fresh" not in sql
+    assert "'page_view'" not in sql and "'acme'" not in sql  # values travel as parameters
+    values = {p.name: getattr(p, "value", None) or getattr(p, "values", None) for p in params}
+    assert values == {
+        "event_name": "page_view",
+        "tenant_id": "acme",
+        "daily_suffixes": ["240302"],
+        "intraday_days": ["20240303"],
+    }
+    # Intraday tables lack traffic_source: that branch selects a typed NULL instead of failing.
+    intraday_branch = sql.split("UNION ALL")[1]
+    assert "CAST(NULL AS STRING) AS traffic_source_source" in intraday_branch
+    assert "UNNEST(event_params) AS p" in sql
+
+
+def test_lookback_window_and_schedule_requests_one_range_run_per_tenant() -> None:
+    assert lookback_window(date(2024, 3, 10)) == ("2024-03-07", "2024-03-09")
+    requests = ga4_run_requests(date(2024, 3, 10), ["zeta", "acme"])
+    assert [r.tags["tenant"] for r in requests] == ["acme", "zeta"]
+    assert requests[0].tags["dagster/asset_partition_range_start"] == "2024-03-07|acme"
+    assert requests[0].tags["dagster/asset_partition_range_end"] == "2024-03-09|acme"
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_find_gaps() -> None:
+    days = [date(2024, 1, d) for d in (1, 2, 5, 6, 9)]
+    assert find_gaps(days) == [(date(2024, 1, 3), date(2024, 1, 4)), (date(2024, 1, 7), date(2024, 1, 8))]
+    assert find_gaps([date(2024, 1, 1)]) == []
