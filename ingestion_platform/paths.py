@@ -1,6 +1,5 @@
 """Where local state lives: one folder (INGESTION_HOME) for the embedded warehouse, object store and sandbox."""
 
-
 import os
 from pathlib import Path
 

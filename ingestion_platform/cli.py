@@ -1,0 +1,184 @@
+"""`ingestion-platform`: run the platform on a laptop with no cloud account.
+
+demo      start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
+dev       start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
+sandbox   start only the stand-ins and print the environment to point a Dagster process at them
+generate  seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
+"""
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import date, timedelta
+from pathlib import Path
+
+from ingestion_platform.paths import ingestion_home
+
+DEV_BIGQUERY_PORT = 9050
+# The demo prints its own summary; step logs stay in the run's page in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _dagster_home(home: Path) -> Path:
+    """A persistent instance under INGESTION_HOME, so the UI shows the demo's runs afterwards."""
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = Path("dagster.yaml")
+    if config.is_file() and not (dagster_home / "dagster.yaml").exists():
+        shutil.copyfile(config, dagster_home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
+
+
+def _summary(warehouse_url: str | None, home: Path) -> str:
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(url=warehouse_url, home=str(home))
+    frame = warehouse.query(
+        "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables "
+        "WHERE table_schema IN ('ga4', 'crm') AND table_name NOT LIKE '%%_rejects' ORDER BY 1"
+    )
+    lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}  days"]
+    for table in frame["t"]:
+        if table == "ga4.availability":
+            continue
+        stats = warehouse.query(
+            f"SELECT tenant_id, count(*) AS n, min(event_date) AS first, max(event_date) AS last FROM {table} "
+            "GROUP BY tenant_id ORDER BY tenant_id"
+            if table.startswith("ga4.")
+            else f"SELECT tenant_id, count(*) AS n, NULL AS first, NULL AS last FROM {table} GROUP BY 1 ORDER BY 1"
+        )
+        for row in stats.itertuples(index=False):
+            days = f"{row.first} .. {row.last}" if row.first else ""
+            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}  {days}")
+    return "\n".join(lines)
+
+
+def demo(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ingestion_platform.defs.ga4.schedules import ga4_run_requests
+    from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
+    from ingestion_platform.tenants import load_registry, sync_tenant_partitions
+
+    home = ingestion_home()
+    with run_sandbox(home) as sandbox:
+        apply_environment(sandbox)
+        _dagster_home(home)
+        from ingestion_platform.definitions import defs
+
+        definitions = defs()
+        instance = dg.DagsterInstance.get()
+        sync_tenant_partitions(instance, load_registry(os.environ["INGESTION_TENANTS_FILE"]))
+        tenants = instance.get_dynamic_partitions("tenant")
+        print(f"sandbox up: BigQuery emulator at {sandbox.bigquery.rest_url}; tenants {', '.join(tenants)}")
+        print(f"loading {sandbox.days[0]} .. {sandbox.days[-1]} (the daily schedule's window) ...")
+        failed = []
+        ga4_job = definitions.resolve_job_def("ga4_events")
+        for request in ga4_run_requests(sandbox.days[-1] + timedelta(days=1), list(tenants)):
+            result = ga4_job.execute_in_process(
+                instance=instance, tags=request.tags, run_config=QUIET, raise_on_error=False
+            )
+            print(
+                f"  ga4_events {request.tags['tenant']}: {'ok' if result.success else 'FAILED'} (run {result.run_id})"
+            )
+            if not result.success:
+                failed.append(result.run_id)
+        availability = definitions.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey(["ga4", "availability"])}
+        )
+        result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+        print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
+        if not result.success:
+            failed.append(result.run_id)
+        print()
+        print(_summary(os.environ.get("WAREHOUSE_URL"), home))
+    print()
+    print("Open the UI on these runs and assets: ingestion-platform dev  (then http://127.0.0.1:3000)")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see them in the UI", file=sys.stderr)
+        return 1
+    return 0
+
+
+def dev(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
+
+    home = ingestion_home()
+    with run_sandbox(home, bigquery_port=args.bigquery_port) as sandbox:
+        apply_environment(sandbox)
+        _dagster_home(home)
+        target = (
+            ["-w", "workspace.yaml"] if Path("workspace.yaml").is_file() else ["-m", "ingestion_platform.definitions"]
+        )
+        command = [sys.executable, "-m", "dagster", "dev", *target, "-p", str(args.port)]
+        print(f"sandbox up; starting {' '.join(command[2:])}", flush=True)
+        return subprocess.call(command)
+
+
+def sandbox(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.stack import run_sandbox
+
+    with run_sandbox(ingestion_home(), bigquery_port=args.bigquery_port) as running:
+        for name, value in running.environment().items():
+            print(f"export {name}={value}")
+        print("# stand-ins running; Ctrl-C stops them", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.bigquery import client_for
+    from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+
+    host = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if not host:
+        print(
+            "BIGQUERY_EMULATOR_HOST is not set: start `ingestion-platform sandbox` and export its variables",
+            file=sys.stderr,
+        )
+        return 2
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end or args.start)
+    days = [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
+    client = client_for(host if "://" in host else f"http://{host}", args.project)
+    counts = seed_ga4_export(client, args.project, args.dataset, days, seed=args.seed, n_events=args.events)
+    for table, n in counts.items():
+        print(f"{args.project}.{args.dataset}.{table}: {n} rows")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # the emulator's gRPC server is chatty about forks
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    parser = argparse.ArgumentParser(
+        prog="ingestion-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="run every asset on embedded defaults and print what loaded").set_defaults(fn=demo)
+    dev_parser = commands.add_parser("dev", help="stand-ins + dagster dev")
+    dev_parser.add_argument("--port", type=int, default=3000)
+    dev_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
+    dev_parser.set_defaults(fn=dev)
+    sandbox_parser = commands.add_parser("sandbox", help="only the stand-ins")
+    sandbox_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
+    sandbox_parser.set_defaults(fn=sandbox)
+    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator")
+    gen.add_argument("ga4", choices=["ga4"])
+    gen.add_argument("--project", default="sandbox-analytics")
+    gen.add_argument("--dataset", required=True)
+    gen.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    gen.add_argument("--end", help="last day (default: start)")
+    gen.add_argument("--events", type=int, default=600, help="events per day")
+    gen.add_argument("--seed", default="generated")
+    gen.set_defaults(fn=generate)
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

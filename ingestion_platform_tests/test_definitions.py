@@ -1,0 +1,94 @@
+"""The whole code location loads, without I/O, and every asset spec follows the house rules and the contract."""
+
+import datetime as dt
+import socket
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.definitions import defs
+from ingestion_platform.resources.tenants import TenantsResource
+
+CONTRACT_KEYS = {
+    "ga4/purchase",
+    "ga4/add_to_cart",
+    "ga4/page_view",
+    "ga4/view_item",
+    "ga4/view_search_results",
+    "ga4/no_search_results",
+}
+
+
+@pytest.fixture(scope="module")
+def definitions(monkeypatch_module: pytest.MonkeyPatch) -> dg.Definitions:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loading definitions must not open network connections")
+
+    monkeypatch_module.setattr(socket.socket, "connect", no_network)
+    loaded = defs()
+    monkeypatch_module.undo()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_definitions_load_and_validate(definitions: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(definitions)
+
+
+def test_contract_asset_keys_exist(definitions: dg.Definitions) -> None:
+    keys = {k.to_user_string() for k in definitions.resolve_all_asset_keys()}
+    assert keys >= CONTRACT_KEYS
+
+
+def test_every_asset_spec_is_complete(definitions: dg.Definitions) -> None:
+    for spec in definitions.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.group_name == spec.key.path[0], name  # group per source, matching the key prefix
+        assert spec.owners, f"{name} has no owners"
+        assert spec.kinds, f"{name} has no kinds"
+        assert spec.description, f"{name} has no description"
+        if spec.partitions_def is not None and isinstance(spec.partitions_def, dg.MultiPartitionsDefinition):
+            assert {d.name for d in spec.partitions_def.partitions_defs} == {"date", "tenant"}, name
+
+
+def test_ga4_assets_are_parallel_pooled_and_backfill_in_single_runs(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    for key in CONTRACT_KEYS:
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        assert node.pools == {"bigquery"}
+    schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
+    assert schedule.job.tags["dagster/max_runtime"] == "1800"
+
+
+def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions) -> None:
+    schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
+    with dg.instance_for_test() as instance:
+        at = dt.datetime(2024, 3, 10, 5, tzinfo=dt.UTC)
+        empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        assert empty.skip_message and "no tenants" in empty.skip_message
+        instance.add_dynamic_partitions("tenant", ["globex", "acme"])
+        requests = schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+        ).run_requests
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
+    ]
+    assert ranges == [("2024-03-07|acme", "2024-03-09|acme"), ("2024-03-07|globex", "2024-03-09|globex")]
+
+
+def test_tenant_sync_sensor_makes_partitions_equal_the_registry(definitions: dg.Definitions, tmp_path) -> None:
+    registry = tmp_path / "tenants.yaml"
+    registry.write_text("tenants:\n  acme: {}\n  initech: {}\n")
+    sensor = definitions.resolve_sensor_def("tenant_partitions_sync")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme", "gone"])
+        context = dg.build_sensor_context(instance=instance, resources={"tenants": TenantsResource(path=str(registry))})
+        result = sensor(context)
+        requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
+    assert requests == {"AddDynamicPartitionsRequest": ["initech"], "DeleteDynamicPartitionsRequest": ["gone"]}
