@@ -173,10 +173,16 @@ def _merge(
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     non_key = [c for c in columns if c not in spec.key]
     if non_key:
-        action = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
+        newer = sql.SQL("")
+        if spec.version in columns:
+            newer = sql.SQL(" AND {old} <= EXCLUDED.{col}").format(
+                old=sql.Identifier(spec.name, spec.version), col=sql.Identifier(spec.version)
+            )
+        action = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}){newer}").format(
             sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in non_key),
             old=sql.SQL(", ").join(sql.Identifier(spec.name, c) for c in non_key),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key),
+            newer=newer,
         )
     else:
         action = sql.SQL("DO NOTHING")

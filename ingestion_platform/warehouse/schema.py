@@ -44,13 +44,18 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A warehouse table: `key` is the primary key used by merges; `indexes` speed up slice replacement."""
+    """A warehouse table: `key` is the primary key used by merges; `indexes` speed up slice replacement.
+
+    `version` names a column (a report date, a last-modified time) that orders versions of a row: a merge never
+    replaces a row with an older version, so backfilling an old file cannot undo a newer one.
+    """
 
     schema: str
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = field(default=())
+    version: str | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.schema)
@@ -58,7 +63,7 @@ class TableSpec:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.qualified_name}: duplicate column names")
-        for col in (*self.key, *(c for index in self.indexes for c in index)):
+        for col in (*self.key, *(c for index in self.indexes for c in index), *filter(None, [self.version])):
             if col not in names:
                 raise ValueError(f"{self.qualified_name}: key/index column {col!r} is not a declared column")
         for col in self.key:

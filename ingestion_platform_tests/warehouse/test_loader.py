@@ -200,3 +200,21 @@ def test_arrow_batches_of_100k_rows_stream_in(warehouse: WarehouseResource) -> N
     assert warehouse.scalar("SELECT sum(score) FROM crm_test.users") == sum(range(3 * n)) * 0.5
     result = warehouse.load(USERS, batches(), mode="merge")
     assert (result.inserted, result.updated) == (0, 0)
+
+
+def test_merge_with_a_version_column_never_goes_back_in_time(warehouse: WarehouseResource) -> None:
+    spec = TableSpec(
+        schema="crm_test",
+        name="versioned",
+        columns=(Column("id", "text", nullable=False), Column("v", "text"), Column("as_of", "date")),
+        key=("id",),
+        version="as_of",
+    )
+    warehouse.load(spec, [pd.DataFrame({"id": ["a"], "v": ["march"], "as_of": [date(2024, 3, 1)]})], mode="merge")
+    stale = warehouse.load(spec, [pd.DataFrame({"id": ["a"], "v": ["jan"], "as_of": [date(2024, 1, 1)]})], mode="merge")
+    assert (stale.inserted, stale.updated) == (0, 0)
+    newer = warehouse.load(
+        spec, [pd.DataFrame({"id": ["a"], "v": ["april"], "as_of": [date(2024, 4, 1)]})], mode="merge"
+    )
+    assert newer.updated == 1
+    assert rows(warehouse, "crm_test.versioned", "id") == [("a", "april", date(2024, 4, 1))]

@@ -1,0 +1,1 @@
+"""SFTP users and locations reports, discovered by sensors and upserted into `crm.users` / `crm.locations`."""

@@ -1,0 +1,93 @@
+"""Deciding, from two listings of a tenant's folder, which report files are complete and not yet requested.
+
+A file still being uploaded looks like any other file in a listing, so the default rule is that its size and
+mtime must be unchanged since the previous sensor tick; tenants whose uploader writes a marker file
+(`users_20240301.csv.done`) can use that instead. Temporary upload names are never picked up.
+
+The state kept between ticks (the sensor cursor) holds only files dated within the lookback window, so it stays
+small however many files accumulate on the server; older days are loaded by backfilling their partitions.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from ingestion_platform.defs.sftp.reports import TEMPORARY_NAME
+
+# name -> [size, mtime, requested]
+FolderState = dict[str, list[int | bool]]
+
+
+@dataclass(frozen=True)
+class Listed:
+    name: str
+    size: int
+    mtime: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    name: str
+    size: int
+    mtime: int
+    day: date
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.name}:{self.size}:{self.mtime}"
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """`users_{YYYYMMDD}.csv` -> a regex capturing the date; the rest of the pattern is literal."""
+    if pattern.count("{YYYYMMDD}") != 1:
+        raise ValueError(f"file pattern {pattern!r} must contain {{YYYYMMDD}} exactly once")
+    before, after = pattern.split("{YYYYMMDD}")
+    return re.compile(f"^{re.escape(before)}(?P<day>\\d{{8}}){re.escape(after)}$")
+
+
+def file_name(pattern: str, day: date) -> str:
+    return pattern.replace("{YYYYMMDD}", day.strftime("%Y%m%d"))
+
+
+def report_day(regex: re.Pattern[str], name: str) -> date | None:
+    match = regex.fullmatch(name)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group("day"), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def evaluate_folder(
+    listing: list[Listed],
+    previous: FolderState,
+    *,
+    pattern: str,
+    completion: str,
+    marker_suffix: str,
+    today: date,
+    lookback_days: int,
+) -> tuple[list[Ready], FolderState]:
+    """Files to request now, and the state to remember for the next tick."""
+    regex = pattern_regex(pattern)
+    names = {f.name for f in listing}
+    oldest = today - timedelta(days=lookback_days)
+    ready: list[Ready] = []
+    state: FolderState = {}
+    for f in sorted(listing, key=lambda f: f.name):
+        if TEMPORARY_NAME.search(f.name):
+            continue
+        day = report_day(regex, f.name)
+        if day is None or not oldest <= day <= today:
+            continue
+        seen = previous.get(f.name)
+        unchanged = seen is not None and seen[0] == f.size and seen[1] == f.mtime
+        already_requested = unchanged and bool(seen[2]) if seen else False
+        complete = f"{f.name}{marker_suffix}" in names if completion == "marker" else unchanged
+        requested = already_requested
+        if complete and not already_requested:
+            ready.append(Ready(f.name, f.size, f.mtime, day))
+            requested = True
+        state[f.name] = [f.size, f.mtime, requested]
+    return ready, state
