@@ -46,7 +46,7 @@ def test_header_only_file_is_empty_not_an_error(tmp_path: Path) -> None:
 
 def test_latin1_needs_the_configured_encoding(tmp_path: Path) -> None:
     path = write(tmp_path, "u.csv", USERS_HEADER + "\n1,z@x.io,Société Générale,Zoé,Müller,,\n", "latin-1")
-    with pytest.raises(ReportFormatError, match="not valid utf-8-sig at byte .*encoding"):
+    with pytest.raises(ReportFormatError, match=r"not valid utf-8-sig at byte \d+; set the tenant.s sftp .encoding."):
         parse(path)
     parsed = parse(path, encoding="latin-1")
     assert parsed.rows.iloc[0]["company_name"] == "Société Générale"
