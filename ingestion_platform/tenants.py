@@ -54,7 +54,9 @@ class SFTPSettings:
     encoding: str = "utf-8-sig"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "host_keys", tuple(self.host_keys))
+        # One pin written as a plain YAML string must stay one pin, not become a tuple of characters.
+        pins = (self.host_keys,) if isinstance(self.host_keys, str) else tuple(self.host_keys)
+        object.__setattr__(self, "host_keys", pins)
         if not self.host_keys:
             raise TypeError("host_keys must pin at least one host key or SHA256 fingerprint")
         if self.completion not in {"stable", "marker"}:

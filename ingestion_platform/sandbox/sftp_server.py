@@ -41,11 +41,12 @@ class FaultInjector:
             self.drop_after_bytes = nbytes
             self.first_read_offsets.clear()
 
-    def _on_first_read(self, offset: int) -> None:
+    def record_first_read(self, offset: int) -> None:
+        """Called by each SFTP session on its first read, so a test sees where a resumed download started."""
         with self._lock:
             self.first_read_offsets.append(offset)
 
-    def _should_drop(self, served: int) -> bool:
+    def should_drop(self, served: int) -> bool:
         with self._lock:
             if self.drop_after_bytes is not None and served >= self.drop_after_bytes:
                 self.drop_after_bytes = None
@@ -100,11 +101,11 @@ class _ChrootSFTPServer(asyncssh.SFTPServer):
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if self._served is None:
-            self._faults._on_first_read(offset)
+            self._faults.record_first_read(offset)
             self._served = 0
         data: bytes = super().read(file_obj, offset, size)  # type: ignore[assignment]
         self._served += len(data)
-        if self._faults._should_drop(self._served):
+        if self._faults.should_drop(self._served):
             self.connection.abort()
         return data
 
