@@ -7,9 +7,11 @@ as CSV produced by pyarrow's C++ writer, so memory stays bounded by one batch wh
 """
 
 import io
+import itertools
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
-from psycopg.errors import CardinalityViolation
+from psycopg.errors import CardinalityViolation, UniqueViolation
 
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table
 
@@ -26,6 +28,8 @@ Mode = Literal["merge", "replace"]
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed", batch_size=8192)
 _ORDINAL = "_ingest_ordinal"
+# MERGE ... RETURNING merge_action() arrived in PostgreSQL 17; older servers get INSERT ... ON CONFLICT.
+MERGE_MIN_SERVER_VERSION = 170000
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,46 @@ def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    columns: list[str]
+    rows: int
+    data: bytes
+
+
+def _encode(batches: Iterable[Batch], spec: TableSpec) -> Iterator[_Chunk]:
+    """CSV-encode batches one ahead of the COPY, in a worker thread.
+
+    pyarrow's CSV writer and psycopg's socket writes both release the GIL, so encoding batch k+1 (and pulling it
+    from the source, e.g. a BigQuery page) overlaps with sending batch k; memory stays at two encoded batches.
+    Every batch is written in the first batch's column order, so one COPY statement carries them all.
+    """
+    source = iter(batches)
+    columns: list[str] = []
+
+    def next_chunk() -> _Chunk | None:
+        for batch in source:
+            table = _to_arrow(batch, spec)
+            if table.num_rows == 0:
+                continue
+            if not columns:
+                columns.extend(table.column_names)
+            elif table.column_names != columns:
+                if set(table.column_names) != set(columns):
+                    raise ValueError(f"{spec.qualified_name}: all batches must have the same columns as the first")
+                table = table.select(columns)
+            buffer = io.BytesIO()
+            pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
+            return _Chunk(list(columns), table.num_rows, buffer.getvalue())
+        return None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-encode") as pool:
+        pending = pool.submit(next_chunk)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next_chunk)
+            yield chunk
+
+
 def _slice_predicate(spec: TableSpec, slice_: Mapping[str, Sequence[Any]], alias: str | None = None) -> sql.Composable:
     parts = []
     for col in slice_:
@@ -95,10 +139,10 @@ def load(
 ) -> LoadResult:
     """Load `batches` into `spec`'s table in one transaction and return what changed.
 
-    merge: upsert on `spec.key` (`INSERT ... ON CONFLICT DO UPDATE`); rows whose values did not change are not
-    rewritten, and duplicate keys within the input keep the last occurrence. replace: delete the rows matching
-    `slice_` (column -> allowed values) and insert the staged rows; every staged row must fall inside the slice,
-    otherwise a re-run would leave duplicates, so the load is refused.
+    merge: upsert on `spec.key` (MERGE, or `INSERT ... ON CONFLICT DO UPDATE` before PostgreSQL 17); rows whose
+    values did not change are not rewritten, and duplicate keys within the input keep the last occurrence.
+    replace: delete the rows matching `slice_` (column -> allowed values) and insert the staged rows; every staged
+    row must fall inside the slice, otherwise a re-run would leave duplicates, so the load is refused.
     """
     started = time.perf_counter()
     if mode == "merge" and not spec.key:
@@ -115,31 +159,23 @@ def load(
                 "ALTER TABLE {stage} ADD COLUMN {ordinal} bigint GENERATED ALWAYS AS IDENTITY"
             ).format(stage=staging, target=spec.ident(), ordinal=sql.Identifier(_ORDINAL))
         )
-        columns: list[str] | None = None
+        columns: list[str] = []
         rows = copied = 0
-        for batch in batches:
-            table = _to_arrow(batch, spec)
-            if table.num_rows == 0:
-                continue
-            if columns is None:
-                columns = table.column_names
-                missing = [c.name for c in spec.columns if not c.nullable and c.name not in columns]
-                if missing:
-                    raise ValueError(f"{spec.qualified_name}: input lacks required columns {missing}")
-            elif table.column_names != columns:
-                table = table.select(columns) if set(table.column_names) == set(columns) else None
-                if table is None:
-                    raise ValueError(f"{spec.qualified_name}: all batches must have the same columns as the first")
-            buffer = io.BytesIO()
-            pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
+        encoded = _encode(batches, spec)
+        first = next(encoded, None)
+        if first is not None:
+            columns = first.columns
+            missing = [c.name for c in spec.columns if not c.nullable and c.name not in columns]
+            if missing:
+                raise ValueError(f"{spec.qualified_name}: input lacks required columns {missing}")
             copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                 staging, sql.SQL(", ").join(map(sql.Identifier, columns))
             )
             with cur.copy(copy_stmt) as copy:
-                copy.write(buffer.getbuffer())
-            rows += table.num_rows
-            copied += buffer.tell()
-        columns = columns or []
+                for chunk in itertools.chain([first], encoded):
+                    copy.write(chunk.data)
+                    rows += chunk.rows
+                    copied += len(chunk.data)
         if mode == "merge":
             inserted, updated, duplicates = _merge(conn, cur, spec, staging, columns, rows)
             deleted = 0
@@ -169,52 +205,120 @@ def _merge(
     missing_key = [k for k in spec.key if k not in columns]
     if missing_key:
         raise ValueError(f"{spec.qualified_name}: input lacks key columns {missing_key}")
+    # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a hash join
+    # and index probes into a large target.
+    cur.execute(sql.SQL("ANALYZE {}").format(staging))
+    statements = _merge_statements(
+        spec, staging, columns, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION
+    )
+    duplicates = 0
+    for attempt in range(2):
+        try:
+            return (*_first_that_works(conn, cur, statements), duplicates)
+        except CardinalityViolation:
+            if attempt:
+                raise
+            # Duplicate keys in the input: keep the last occurrence, as single-row upserts in order would.
+            duplicates = _drop_duplicate_keys(cur, spec, staging)
+    raise AssertionError("unreachable")
+
+
+def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:
+    """Run the preferred upsert in a savepoint; a concurrent insert of the same key (UniqueViolation, which MERGE
+    does not guard against) falls back to the next statement, ON CONFLICT, which does."""
+    for statement in statements[:-1]:
+        try:
+            with conn.transaction():
+                cur.execute(statement)
+                return cur.fetchone()
+        except UniqueViolation:
+            continue
+    with conn.transaction():
+        cur.execute(statements[-1])
+        return cur.fetchone()
+
+
+def _merge_statements(
+    spec: TableSpec, staging: sql.Identifier, columns: list[str], *, with_merge: bool
+) -> list[sql.Composed]:
+    """The upsert as (inserted, updated) counting statements: MERGE first where the server has RETURNING for it.
+
+    MERGE (PostgreSQL 17+) writes fewer WAL records than INSERT ... ON CONFLICT and skips unchanged rows without
+    locking them; rows whose values did not change, or whose version is older than the stored one, are not
+    rewritten by either statement.
+    """
     key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     non_key = [c for c in columns if c not in spec.key]
-    if non_key:
-        newer = sql.SQL("")
-        if spec.version in columns:
-            newer = sql.SQL(" AND {old} <= EXCLUDED.{col}").format(
-                old=sql.Identifier(spec.name, spec.version), col=sql.Identifier(spec.version)
-            )
-        action = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}){newer}").format(
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in non_key),
-            old=sql.SQL(", ").join(sql.Identifier(spec.name, c) for c in non_key),
-            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key),
-            newer=newer,
+    target = sql.Identifier(spec.name)
+
+    def new(column: str, incoming: str) -> sql.Composable:
+        return sql.SQL("{}.{}").format(sql.SQL(incoming), sql.Identifier(column))
+
+    def update(incoming: str) -> tuple[sql.Composable, sql.Composable]:
+        """(SET list, condition) for rows that changed; `incoming` names the new row (EXCLUDED, or the source s)."""
+        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.Identifier(spec.name, c) for c in non_key),
+            sql.SQL(", ").join(new(c, incoming) for c in non_key),
         )
-    else:
-        action = sql.SQL("DO NOTHING")
-    upsert = sql.SQL(
+        if spec.version in columns:
+            changed = sql.SQL("{} AND {} <= {}").format(
+                changed, sql.Identifier(spec.name, spec.version), new(spec.version, incoming)
+            )
+        sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), new(c, incoming)) for c in non_key)
+        return sets, changed
+
+    on_conflict = sql.SQL(
         "WITH written AS (INSERT INTO {target} AS {alias} ({cols}) SELECT {cols} FROM {stage} "
         "ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
-    ).format(target=spec.ident(), alias=sql.Identifier(spec.name), cols=cols, stage=staging, key=key, action=action)
-    duplicates = 0
-    try:
-        # Most inputs have unique keys, so the upsert is tried first inside a savepoint; only when PostgreSQL
-        # refuses to update one row twice do we pay for deduplicating the staged rows (last occurrence wins,
-        # as a sequence of single-row upserts would leave it).
-        with conn.transaction():
-            cur.execute(upsert)
-    except CardinalityViolation:
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {stage} s USING (SELECT {key}, max({ord}) AS keep FROM {stage} GROUP BY {key} "
-                "HAVING count(*) > 1) d WHERE ({s_key}) = ({d_key}) AND s.{ord} <> d.keep"
-            ).format(
-                stage=staging,
-                key=key,
-                ord=sql.Identifier(_ORDINAL),
-                s_key=sql.SQL(", ").join(sql.Identifier("s", k) for k in spec.key),
-                d_key=sql.SQL(", ").join(sql.Identifier("d", k) for k in spec.key),
-            )
+    ).format(
+        target=spec.ident(),
+        alias=target,
+        cols=cols,
+        stage=staging,
+        key=key,
+        action=sql.SQL("DO UPDATE SET {} WHERE {}").format(*update("EXCLUDED")) if non_key else sql.SQL("DO NOTHING"),
+    )
+    if not with_merge:
+        return [on_conflict]
+    when_matched = sql.SQL("")
+    if non_key:
+        sets, changed = update("s")
+        when_matched = sql.SQL("WHEN MATCHED AND {} THEN UPDATE SET {} ").format(changed, sets)
+    merge = sql.SQL(
+        "WITH written AS (MERGE INTO {target} AS {alias} USING {stage} AS s ON ({on}) {when_matched}"
+        "WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values}) RETURNING merge_action() AS action) "
+        "SELECT count(*) FILTER (WHERE action = 'INSERT'), count(*) FILTER (WHERE action = 'UPDATE') FROM written"
+    ).format(
+        target=spec.ident(),
+        alias=target,
+        stage=staging,
+        on=sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(spec.name, k), sql.Identifier("s", k)) for k in spec.key
+        ),
+        when_matched=when_matched,
+        cols=cols,
+        values=sql.SQL(", ").join(sql.Identifier("s", c) for c in columns),
+    )
+    return [merge, on_conflict]
+
+
+def _drop_duplicate_keys(cur: Any, spec: TableSpec, staging: sql.Identifier) -> int:
+    key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {stage} s USING (SELECT {key}, max({ord}) AS keep FROM {stage} GROUP BY {key} "
+            "HAVING count(*) > 1) d WHERE ({s_key}) = ({d_key}) AND s.{ord} <> d.keep"
+        ).format(
+            stage=staging,
+            key=key,
+            ord=sql.Identifier(_ORDINAL),
+            s_key=sql.SQL(", ").join(sql.Identifier("s", k) for k in spec.key),
+            d_key=sql.SQL(", ").join(sql.Identifier("d", k) for k in spec.key),
         )
-        duplicates = cur.rowcount
-        cur.execute(upsert)
-    inserted, updated = cur.fetchone()
-    return inserted, updated, duplicates
+    )
+    return cur.rowcount
 
 
 def _replace(

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.resources.warehouse import WarehouseResource
-from ingestion_platform.warehouse import Column, TableSpec
+from ingestion_platform.warehouse import Column, TableSpec, loader
 
 USERS = TableSpec(
     schema="crm_test",
@@ -37,12 +37,20 @@ EVENTS = TableSpec(
 )
 
 
+@pytest.fixture(params=["merge", "on_conflict"])
+def upsert(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run merge tests with both upsert statements: MERGE (PostgreSQL 17+) and the ON CONFLICT one older servers get."""
+    if request.param == "on_conflict":
+        monkeypatch.setattr(loader, "MERGE_MIN_SERVER_VERSION", 10**9)
+    return request.param
+
+
 def rows(warehouse: WarehouseResource, table: str, order: str) -> list[tuple]:
     with warehouse.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {order}"))]
 
 
-def test_merge_inserts_then_updates_only_changed_rows(warehouse: WarehouseResource) -> None:
+def test_merge_inserts_then_updates_only_changed_rows(warehouse: WarehouseResource, upsert: str) -> None:
     first = pd.DataFrame({"tenant_id": ["a", "a"], "user_id": [1, 2], "email": ["x@a.io", "y@a.io"]})
     result = warehouse.load(USERS, [first], mode="merge")
     assert (result.inserted, result.updated) == (2, 0)
@@ -60,7 +68,7 @@ def test_merge_inserts_then_updates_only_changed_rows(warehouse: WarehouseResour
     assert (again.inserted, again.updated) == (0, 0)
 
 
-def test_merge_keeps_last_of_duplicate_keys_and_counts_them(warehouse: WarehouseResource) -> None:
+def test_merge_keeps_last_of_duplicate_keys_and_counts_them(warehouse: WarehouseResource, upsert: str) -> None:
     batch = pd.DataFrame({"tenant_id": ["a"] * 3, "user_id": [7, 7, 8], "email": ["first", "last", "other"]})
     result = warehouse.load(USERS, [batch], mode="merge")
     assert result.duplicates_in_input == 1
@@ -126,7 +134,7 @@ def test_failed_batch_rolls_back_the_whole_load(warehouse: WarehouseResource) ->
     assert [r[2] for r in rows(warehouse, "crm_test.users", "user_id")] == ["keep"]
 
 
-def test_schema_evolution_adds_declared_nullable_columns(warehouse: WarehouseResource) -> None:
+def test_schema_evolution_adds_declared_nullable_columns(warehouse: WarehouseResource, upsert: str) -> None:
     warehouse.load(USERS, [pd.DataFrame({"tenant_id": ["a"], "user_id": [1], "email": ["e"]})], mode="merge")
     evolved = TableSpec(
         schema=USERS.schema,
@@ -162,7 +170,7 @@ def test_identifiers_are_validated() -> None:
         Column("a", "text); --")
 
 
-def test_unicode_nulls_and_awkward_text_round_trip(warehouse: WarehouseResource) -> None:
+def test_unicode_nulls_and_awkward_text_round_trip(warehouse: WarehouseResource, upsert: str) -> None:
     awkward = ["", 'comma, "quoted"', "line\nbreak\r\nand CRLF", "émoji 🚀 中文", "back\\slash", "\\N", None]
     frame = pd.DataFrame(
         {
@@ -202,7 +210,7 @@ def test_arrow_batches_of_100k_rows_stream_in(warehouse: WarehouseResource) -> N
     assert (result.inserted, result.updated) == (0, 0)
 
 
-def test_merge_with_a_version_column_never_goes_back_in_time(warehouse: WarehouseResource) -> None:
+def test_merge_with_a_version_column_never_goes_back_in_time(warehouse: WarehouseResource, upsert: str) -> None:
     spec = TableSpec(
         schema="crm_test",
         name="versioned",
