@@ -16,6 +16,8 @@ CONTRACT_KEYS = {
     "ga4/view_item",
     "ga4/view_search_results",
     "ga4/no_search_results",
+    "sftp/users",
+    "sftp/locations",
 }
 
 
@@ -58,7 +60,7 @@ def test_every_asset_spec_is_complete(definitions: dg.Definitions) -> None:
 
 def test_ga4_assets_are_parallel_pooled_and_backfill_in_single_runs(definitions: dg.Definitions) -> None:
     graph = definitions.resolve_asset_graph()
-    for key in CONTRACT_KEYS:
+    for key in (k for k in CONTRACT_KEYS if k.startswith("ga4/")):
         node = graph.get(dg.AssetKey.from_user_string(key))
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
         assert node.pools == {"bigquery"}
@@ -92,3 +94,15 @@ def test_tenant_sync_sensor_makes_partitions_equal_the_registry(definitions: dg.
         result = sensor(context)
         requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert requests == {"AddDynamicPartitionsRequest": ["initech"], "DeleteDynamicPartitionsRequest": ["gone"]}
+
+
+def test_sftp_reports_are_sensor_driven_and_include_today(definitions: dg.Definitions) -> None:
+    for kind in ("users", "locations"):
+        sensor = definitions.resolve_sensor_def(f"sftp_{kind}_files")
+        assert sensor.asset_selection is not None
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        spec = next(s for s in definitions.resolve_all_asset_specs() if s.key.to_user_string() == f"sftp/{kind}")
+        assert spec.metadata["dagster/table_name"] == f"crm.{kind}"
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        days = next(d.partitions_def for d in spec.partitions_def.partitions_defs if d.name == "date")
+        assert days.get_last_partition_key() == today
