@@ -33,7 +33,8 @@ class Extraction:
         return int(self.job.total_bytes_processed or 0)
 
 
-def _call[T](tenant: str, settings: GA4Settings, what: str, fn: Callable[[], T]) -> T:
+def call_bigquery[T](tenant: str, settings: GA4Settings, what: str, fn: Callable[[], T]) -> T:
+    """Run one BigQuery call under the shared retry policy and turn permanent errors into operator messages."""
     where = f"{settings.project}.{settings.dataset}"
     try:
         return retry_transient(fn)()
@@ -55,7 +56,7 @@ def _call[T](tenant: str, settings: GA4Settings, what: str, fn: Callable[[], T])
 
 def plan_export(client: bigquery.Client, tenant: str, settings: GA4Settings, days: list[date]) -> ExportPlan:
     dataset = f"{settings.project}.{settings.dataset}"
-    table_ids = _call(
+    table_ids = call_bigquery(
         tenant,
         settings,
         f"listing GA4 export dataset {dataset}",
@@ -79,7 +80,7 @@ def _fields(
     if not tables:
         return set()
     newest = max(tables)
-    schema = _call(
+    schema = call_bigquery(
         tenant,
         settings,
         f"reading schema of {newest}",
@@ -96,7 +97,7 @@ def _query(client: bigquery.Client, tenant: str, settings: GA4Settings, sql: str
         job.result()
         return job
 
-    return _call(tenant, settings, "querying the GA4 export", run)
+    return call_bigquery(tenant, settings, "querying the GA4 export", run)
 
 
 def _prepare(

@@ -2,12 +2,17 @@
 
 from datetime import date
 
+import dagster as dg
 import pytest
+import stamina
+from google.api_core import exceptions as google_exceptions
 
 from ingestion_platform.defs.ga4.availability import find_gaps
 from ingestion_platform.defs.ga4.events import EVENT_TYPES_BY_NAME
 from ingestion_platform.defs.ga4.export import build_event_query, plan_tables
+from ingestion_platform.defs.ga4.extract import call_bigquery
 from ingestion_platform.defs.ga4.schedules import ga4_run_requests, lookback_window
+from ingestion_platform.tenants import GA4Settings
 
 TABLES = [
     "events_20240301",
@@ -68,3 +73,36 @@ def test_find_gaps() -> None:
     days = [date(2024, 1, d) for d in (1, 2, 5, 6, 9)]
     assert find_gaps(days) == [(date(2024, 1, 3), date(2024, 1, 4)), (date(2024, 1, 7), date(2024, 1, 8))]
     assert find_gaps([date(2024, 1, 1)]) == []
+
+
+def test_bigquery_errors_become_clear_failures_and_only_transient_ones_are_retried() -> None:
+    settings = GA4Settings(project="acme-analytics", dataset="analytics_1")
+    stamina.set_testing(True, attempts=3)
+    try:
+        calls: list[int] = []
+
+        def unauthorized() -> None:
+            calls.append(1)
+            raise google_exceptions.Unauthorized("Request had invalid authentication credentials.")
+
+        with pytest.raises(dg.Failure, match="tenant 'acme': listing: BigQuery authentication failed") as failure:
+            call_bigquery("acme", settings, "listing", unauthorized)
+        assert failure.value.allow_retries is False and len(calls) == 1
+
+        def denied() -> None:
+            raise google_exceptions.Forbidden("no", errors=[{"reason": "accessDenied"}])
+
+        with pytest.raises(dg.Failure, match=r"access to acme-analytics.analytics_1 denied"):
+            call_bigquery("acme", settings, "listing", denied)
+
+        calls.clear()
+
+        def rate_limited() -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise google_exceptions.Forbidden("slow down", errors=[{"reason": "rateLimitExceeded"}])
+            return "ok"
+
+        assert call_bigquery("acme", settings, "listing", rate_limited) == "ok" and len(calls) == 3
+    finally:
+        stamina.set_testing(False)
