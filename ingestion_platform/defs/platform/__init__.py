@@ -1,1 +1,1 @@
-"""What spans sources: keeping the tenant partition dimension equal to the tenant registry."""
+"""What spans sources: the tenant partition dimension kept equal to the registry, and failed runs recorded."""

@@ -1,0 +1,72 @@
+"""Failed runs recorded in the warehouse: the old services' job table with status `failed` and its error message.
+
+The Dagster UI shows failed runs to operators; this table lets the warehouse's consumers (dashboards, alerts,
+the data-availability report) see which tenant's load failed and why, in SQL, without access to Dagster.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+from dagster_shared.error import SerializableErrorInfo
+
+from ingestion_platform.resources.warehouse import WarehouseResource
+from ingestion_platform.warehouse import Column, TableSpec
+
+RUN_FAILURES = TableSpec(
+    schema="platform",
+    name="run_failures",
+    columns=(
+        Column("run_id", "text", nullable=False),
+        Column("job_name", "text", nullable=False),
+        Column("partition_key", "text", description="the run's partition, or its range as start..end"),
+        Column("tenant_id", "text"),
+        Column("error", "text"),
+        Column("failed_at", "timestamptz", nullable=False),
+    ),
+    key=("run_id",),
+)
+
+
+def failure_row(run: dg.DagsterRun, error: str | None, failed_at: datetime) -> dict[str, object]:
+    tags = run.tags
+    partition = tags.get("dagster/partition")
+    if partition is None and "dagster/asset_partition_range_start" in tags:
+        partition = f"{tags['dagster/asset_partition_range_start']}..{tags.get('dagster/asset_partition_range_end')}"
+    tenant = tags.get("tenant") or tags.get("dagster/partition/tenant")
+    if tenant is None and partition and "|" in partition and ".." not in partition:
+        tenant = partition.split("|")[1]
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "partition_key": partition,
+        "tenant_id": tenant,
+        "error": error,
+        "failed_at": failed_at,
+    }
+
+
+def root_cause(error: SerializableErrorInfo) -> str:
+    """Dagster wraps a step's exception in its own; the innermost error is the one that names the problem."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+@dg.run_failure_sensor(
+    name="record_run_failures",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes every failed run of this code location to `platform.run_failures`.",
+)
+def record_run_failures(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
+    # The run's failure event only lists the failed steps; the step failures carry the messages operators need.
+    steps = context.instance.all_logs(context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    messages = [
+        f"{e.step_key}: {root_cause(e.dagster_event.step_failure_data.error)}"
+        for e in steps
+        if e.dagster_event and e.dagster_event.step_failure_data and e.dagster_event.step_failure_data.error
+    ]
+    error = "\n".join(messages) or context.failure_event.message
+    row = failure_row(context.dagster_run, error, datetime.now(UTC))
+    warehouse.load(RUN_FAILURES, [pd.DataFrame([row])], mode="merge")
+    context.log.info(f"recorded failure of run {context.dagster_run.run_id} ({row['job_name']}, {row['tenant_id']})")
