@@ -46,12 +46,14 @@ class WarehouseResource(dg.ConfigurableResource):
     def raw_connection(self) -> Iterator[Connection]:
         """A psycopg connection from the pool, for COPY; the loader opens its transactions explicitly."""
         pooled = self.engine.raw_connection()
+        conn: Connection = pooled.driver_connection  # type: ignore[assignment]
         try:
-            conn: Connection = pooled.driver_connection  # type: ignore[assignment]
             conn.autocommit = True
             yield conn
-            conn.autocommit = False
         finally:
+            # Back to SQLAlchemy's expectation even after an error, or later pool users would autocommit.
+            if not conn.closed:
+                conn.autocommit = False
             pooled.close()
 
     def load(

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
-from psycopg.errors import CardinalityViolation, UniqueViolation
+from psycopg.errors import UniqueViolation
 
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table
 
@@ -45,17 +45,6 @@ class LoadResult:
     seconds: float
     added_columns: tuple[str, ...] = ()
 
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "rows_staged": self.rows_staged,
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "duplicates_in_input": self.duplicates_in_input,
-            "bytes_copied": self.bytes_copied,
-            "load_seconds": round(self.seconds, 3),
-        }
 
 
 def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
@@ -208,19 +197,13 @@ def _merge(
     # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a hash join
     # and index probes into a large target.
     cur.execute(sql.SQL("ANALYZE {}").format(staging))
+    # MERGE only notices a key given twice when both rows would change the target, so duplicates are removed up
+    # front (last occurrence wins, as single-row upserts in order would) whatever statement runs.
+    duplicates = _drop_duplicate_keys(cur, spec, staging)
     statements = _merge_statements(
         spec, staging, columns, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION
     )
-    duplicates = 0
-    for attempt in range(2):
-        try:
-            return (*_first_that_works(conn, cur, statements), duplicates)
-        except CardinalityViolation:
-            if attempt:
-                raise
-            # Duplicate keys in the input: keep the last occurrence, as single-row upserts in order would.
-            duplicates = _drop_duplicate_keys(cur, spec, staging)
-    raise AssertionError("unreachable")
+    return (*_first_that_works(conn, cur, statements), duplicates)
 
 
 def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:
@@ -262,8 +245,9 @@ def _merge_statements(
             sql.SQL(", ").join(new(c, incoming) for c in non_key),
         )
         if spec.version in columns:
-            changed = sql.SQL("{} AND {} <= {}").format(
-                changed, sql.Identifier(spec.name, spec.version), new(spec.version, incoming)
+            stored = sql.Identifier(spec.name, spec.version)
+            changed = sql.SQL("{} AND ({} IS NULL OR {} <= {})").format(
+                changed, stored, stored, new(spec.version, incoming)
             )
         sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), new(c, incoming)) for c in non_key)
         return sets, changed
@@ -306,6 +290,9 @@ def _merge_statements(
 
 def _drop_duplicate_keys(cur: Any, spec: TableSpec, staging: sql.Identifier) -> int:
     key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(staging, key))
+    if not cur.fetchone()[0]:
+        return 0
     cur.execute(
         sql.SQL(
             "DELETE FROM {stage} s USING (SELECT {key}, max({ord}) AS keep FROM {stage} GROUP BY {key} "
@@ -339,6 +326,10 @@ def _replace(
                 f"{spec.qualified_name}: {outside} input rows fall outside the slice being replaced "
                 f"({', '.join(f'{k} in {v}' for k, v in params.items())})"
             )
+    # Two loads replacing overlapping slices at once (a backfill beside the schedule) would each delete only the
+    # rows committed before they started and both insert: serialize replacements per table, for the short
+    # delete-and-insert only (staging already happened in parallel).
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"replace:{spec.qualified_name}",))
     cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(spec.ident(), _slice_predicate(spec, slice_)), params)
     deleted = cur.rowcount
     inserted = 0

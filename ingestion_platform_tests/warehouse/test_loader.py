@@ -1,5 +1,7 @@
 """The bulk loader against a real PostgreSQL: merge, replace, schema evolution, awkward values, big batches."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import pandas as pd
@@ -226,3 +228,46 @@ def test_merge_with_a_version_column_never_goes_back_in_time(warehouse: Warehous
     )
     assert newer.updated == 1
     assert rows(warehouse, "crm_test.versioned", "id") == [("a", "april", date(2024, 4, 1))]
+
+
+def test_duplicate_keys_matching_stored_rows_still_keep_the_last(warehouse: WarehouseResource, upsert: str) -> None:
+    warehouse.load(USERS, [pd.DataFrame({"tenant_id": ["a"], "user_id": [1], "email": ["one"]})], mode="merge")
+    # The last occurrence equals the stored row; the first would change it. Single-row upserts in order end at "one".
+    batch = pd.DataFrame({"tenant_id": ["a", "a"], "user_id": [1, 1], "email": ["two", "one"]})
+    result = warehouse.load(USERS, [batch], mode="merge")
+    assert result.duplicates_in_input == 1
+    assert [r[2] for r in rows(warehouse, "crm_test.users", "user_id")] == ["one"]
+
+
+def test_a_stored_null_version_does_not_block_updates(warehouse: WarehouseResource, upsert: str) -> None:
+    spec = TableSpec(
+        schema="crm_test",
+        name="versioned_null",
+        columns=(Column("id", "text", nullable=False), Column("v", "text"), Column("as_of", "date")),
+        key=("id",),
+        version="as_of",
+    )
+    warehouse.load(spec, [pd.DataFrame({"id": ["a"], "v": ["undated"], "as_of": [None]})], mode="merge")
+    result = warehouse.load(
+        spec, [pd.DataFrame({"id": ["a"], "v": ["dated"], "as_of": [date(2024, 1, 1)]})], mode="merge"
+    )
+    assert result.updated == 1
+
+
+def test_concurrent_replacements_of_one_slice_never_duplicate_rows(warehouse: WarehouseResource) -> None:
+    d1 = date(2024, 1, 1)
+    frame = pd.DataFrame({"tenant_id": ["a"] * 3, "event_date": [d1] * 3, "n": [1, 2, 3]})
+    warehouse.load(EVENTS, [frame], mode="replace", slice_={"tenant_id": ["a"], "event_date": [d1]})
+    barrier = threading.Barrier(4)
+
+    def replace() -> None:
+        def batches():
+            barrier.wait(timeout=30)  # all four loads are inside their transactions before any sends rows
+            yield frame
+
+        warehouse.load(EVENTS, batches(), mode="replace", slice_={"tenant_id": ["a"], "event_date": [d1]})
+
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(replace) for _ in range(4)]:
+            future.result(timeout=60)
+    assert warehouse.scalar("SELECT count(*) FROM ev_test.events") == 3
