@@ -51,3 +51,33 @@ def test_retry_transient_retries_then_succeeds_and_gives_up_on_permanent_errors(
         assert len(calls) == 1
     finally:
         stamina.set_testing(False)
+
+
+def test_per_tenant_runs_every_tenant_and_retries_only_if_a_failure_was_transient() -> None:
+    import dagster as dg
+
+    from ingestion_platform.retry import per_tenant
+
+    loaded: list[str] = []
+    logged: list[str] = []
+
+    class Log:
+        def error(self, message: str) -> None:
+            logged.append(message)
+
+    def load(tenant: str, _: object) -> None:
+        if tenant == "bad":
+            raise ValueError("column x is missing")
+        if tenant == "flaky":
+            raise ConnectionResetError("reset by peer")
+        loaded.append(tenant)
+
+    with pytest.raises(dg.Failure, match="1 of 2 tenants failed: tenant 'bad': ValueError") as permanent:
+        per_tenant({"bad": None, "good": None}, load, Log())
+    assert permanent.value.allow_retries is False and loaded == ["good"] and len(logged) == 1
+    with pytest.raises(dg.Failure, match="2 of 3 tenants failed") as mixed:
+        per_tenant({"bad": None, "flaky": None, "good": None}, load, Log())
+    assert mixed.value.allow_retries is True
+    with pytest.raises(dg.Failure, match="tenant 'bad': ValueError: column x is missing") as single:
+        per_tenant({"bad": None}, load, Log())
+    assert single.value.allow_retries is False

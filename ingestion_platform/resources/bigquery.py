@@ -11,6 +11,8 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 from pydantic import Field
 
+from ingestion_platform.tenants import GA4Settings
+
 
 class TenantBigQueryResource(BigQueryResource):
     """dagster-gcp's BigQueryResource, able to reach the local-bigquery emulator and to act as a tenant.
@@ -23,8 +25,13 @@ class TenantBigQueryResource(BigQueryResource):
     emulator_host: str | None = Field(default=None, description="BIGQUERY_EMULATOR_HOST, e.g. http://127.0.0.1:9050")
 
     @contextmanager
-    def get_tenant_client(self, project: str, credentials_env: str | None = None) -> Iterator[bigquery.Client]:
-        """A client billed to and acting in `project`; queries still name tables fully qualified."""
+    def get_tenant_client(self, settings: GA4Settings) -> Iterator[bigquery.Client]:
+        """A client acting in the tenant's project, with jobs in its dataset's location when the registry sets one."""
+        project, credentials_env, location = (
+            settings.project,
+            settings.credentials_env,
+            settings.location or self.location,
+        )
         if not self.emulator_host and not credentials_env:
             # The deployment's own identity (gcp_credentials or application default credentials).
             with self.get_client() as client:
@@ -34,7 +41,7 @@ class TenantBigQueryResource(BigQueryResource):
             endpoint = self.emulator_host if "://" in self.emulator_host else f"http://{self.emulator_host}"
             client = bigquery.Client(
                 project=project,
-                location=self.location,
+                location=location,
                 credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                 client_options={"api_endpoint": endpoint},
             )
@@ -43,7 +50,7 @@ class TenantBigQueryResource(BigQueryResource):
             if not info:
                 raise dg.Failure(f"environment variable {credentials_env} (tenant BigQuery key) is empty or unset")
             credentials = service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
-            client = bigquery.Client(project=project, location=self.location, credentials=credentials)
+            client = bigquery.Client(project=project, location=location, credentials=credentials)
         try:
             yield client
         finally:

@@ -286,7 +286,10 @@ class SFTPSession:
         def transfer(sftp: paramiko.SFTPClient) -> int:
             nonlocal attempts, identity
             attempts += 1
-            attrs = sftp.stat(path)
+            try:
+                attrs = sftp.stat(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{self.where}: {path} does not exist on the server") from None
             if identity not in (None, (attrs.st_size, attrs.st_mtime)):
                 self._log.warning(f"{self.where}: {path} changed between attempts; downloading it again from the start")
                 part.unlink(missing_ok=True)

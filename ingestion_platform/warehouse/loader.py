@@ -46,7 +46,6 @@ class LoadResult:
     added_columns: tuple[str, ...] = ()
 
 
-
 def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
     if isinstance(batch, pd.DataFrame):
         frame = batch.copy(deep=False)

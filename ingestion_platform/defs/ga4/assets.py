@@ -17,10 +17,8 @@ from ingestion_platform.metadata import definition_metadata, load_metadata, prev
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
+from ingestion_platform.retry import STEP_RETRY, per_tenant
 from ingestion_platform.tenants import tenant_days
-
-# Transient BigQuery errors are retried inside the step; this covers longer outages and warehouse hiccups.
-GA4_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL)
 
 
 def build_event_asset(event: EventType) -> dg.AssetsDefinition:
@@ -30,7 +28,7 @@ def build_event_asset(event: EventType) -> dg.AssetsDefinition:
         group_name="ga4",
         partitions_def=GA4_PARTITIONS,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=GA4_RETRY,
+        retry_policy=STEP_RETRY,
         pool="bigquery",
         kinds={"bigquery", "postgres"},
         owners=["team:data-platform"],
@@ -46,10 +44,12 @@ def build_event_asset(event: EventType) -> dg.AssetsDefinition:
         started = time.perf_counter()
         registry = tenants.registry()
         loads, tables, preview, bytes_processed = [], [], [], 0
-        for tenant_id, days in tenant_days(context.partition_keys).items():
+
+        def load_tenant(tenant_id: str, days: list[str]) -> None:
+            nonlocal preview, bytes_processed
             settings = registry.get(tenant_id).ga4()
             day_values = [date.fromisoformat(d) for d in days]
-            with bigquery.get_tenant_client(settings.project, settings.credentials_env) as client:
+            with bigquery.get_tenant_client(settings) as client:
                 extraction, batches = extract_events(client, event, tenant_id, settings, day_values)
                 result = warehouse.load(
                     event.table, batches, mode="replace", slice_={"tenant_id": [tenant_id], "event_date": day_values}
@@ -62,6 +62,8 @@ def build_event_asset(event: EventType) -> dg.AssetsDefinition:
             tables.extend(f"{settings.project}.{settings.dataset}.{t}" for t in extraction.plan.tables)
             preview = preview or extraction.preview
             bytes_processed += extraction.bytes_processed
+
+        per_tenant(tenant_days(context.partition_keys), load_tenant, context.log)
         return dg.MaterializeResult(
             metadata={
                 **load_metadata(loads),

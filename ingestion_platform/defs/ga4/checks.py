@@ -82,7 +82,7 @@ def build_checks(event: EventType) -> list[dg.AssetChecksDefinition]:
         counts = {}
         for tenant_id, days in _slices(context).items():
             settings = registry.get(tenant_id).ga4()
-            with bigquery.get_tenant_client(settings.project, settings.credentials_env) as client:
+            with bigquery.get_tenant_client(settings) as client:
                 source = count_source_events(client, event, tenant_id, settings, days)
             counts[tenant_id] = {"source": source, "warehouse": loaded_events(warehouse, event, tenant_id, days)}
         return dg.AssetCheckResult(

@@ -106,13 +106,15 @@ def build_event_query(
         branches.append(
             f"SELECT\n  {_select(event, daily_fields, 'daily')}\n"
             f"FROM {plan.qualified('events_20*')}\n"
-            "WHERE _TABLE_SUFFIX IN UNNEST(@daily_suffixes) AND event_name = @event_name"
+            "WHERE _TABLE_SUFFIX IN UNNEST(@daily_suffixes) AND event_name = @event_name "
+            "AND event_date IN UNNEST(@event_dates)"
         )
     if plan.intraday:
         branches.append(
             f"SELECT\n  {_select(event, intraday_fields, 'intraday')}\n"
             f"FROM {plan.qualified('events_intraday_*')}\n"
-            "WHERE _TABLE_SUFFIX IN UNNEST(@intraday_days) AND event_name = @event_name"
+            "WHERE _TABLE_SUFFIX IN UNNEST(@intraday_days) AND event_name = @event_name "
+            "AND event_date IN UNNEST(@event_dates)"
         )
     union = "\nUNION ALL\n".join(branches)
     partition = ", ".join(DEDUPE_COLUMNS)
@@ -125,6 +127,8 @@ def build_event_query(
         bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id),
         bigquery.ArrayQueryParameter("daily_suffixes", "STRING", [d[2:] for d in plan.daily]),
         bigquery.ArrayQueryParameter("intraday_days", "STRING", list(plan.intraday)),
+        # A row whose event_date is not its table's day would fall outside the slice being replaced.
+        bigquery.ArrayQueryParameter("event_dates", "STRING", [*plan.daily, *plan.intraday]),
     ]
     return sql, params
 

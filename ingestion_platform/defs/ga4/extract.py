@@ -24,7 +24,6 @@ from ingestion_platform.tenants import GA4Settings
 @dataclass
 class Extraction:
     plan: ExportPlan
-    sql: str
     job: bigquery.QueryJob
     preview: list[dict] = field(default_factory=list)
 
@@ -43,6 +42,8 @@ def call_bigquery[T](tenant: str, settings: GA4Settings, what: str, fn: Callable
             f"tenant {tenant!r}: {what}: not found in BigQuery ({where}): {exc.message}", allow_retries=False
         ) from exc
     except (google_exceptions.Unauthorized, auth_exceptions.GoogleAuthError) as exc:
+        if is_transient(exc):  # a network error while refreshing a token is not bad credentials
+            raise
         raise dg.Failure(
             f"tenant {tenant!r}: {what}: BigQuery authentication failed: {exc}", allow_retries=False
         ) from exc
@@ -115,7 +116,7 @@ def extract_events(
 ) -> tuple[Extraction, Iterator[pa.RecordBatch]]:
     plan, sql, params = _prepare(client, event, tenant, settings, days)
     job = _query(client, tenant, settings, sql, params)
-    extraction = Extraction(plan=plan, sql=sql, job=job)
+    extraction = Extraction(plan=plan, job=job)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in job.result().to_arrow_iterable():

@@ -14,30 +14,13 @@ import dagster as dg
 
 from ingestion_platform.defs.sftp.discovery import file_name
 from ingestion_platform.defs.sftp.partitions import SFTP_PARTITIONS
-from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportFormatError, ReportKind, parse_report
+from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportKind, parse_report
 from ingestion_platform.metadata import definition_metadata, preview_md
-from ingestion_platform.resources.sftp import (
-    HostKeyMismatchError,
-    SFTPAuthenticationError,
-    SFTPCredentialsError,
-    SFTPResource,
-    UnsafeRemotePathError,
-)
+from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
+from ingestion_platform.retry import STEP_RETRY, per_tenant
 from ingestion_platform.tenants import SFTPSettings, tenant_days
-
-# Dropped connections are retried inside the download; this covers hosts that stay down for minutes.
-SFTP_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL)
-# Errors a retry cannot fix: the operator has to act (fix credentials, pins, the file, or the day requested).
-_PERMANENT = (
-    FileNotFoundError,
-    ReportFormatError,
-    HostKeyMismatchError,
-    SFTPAuthenticationError,
-    SFTPCredentialsError,
-    UnsafeRemotePathError,
-)
 
 
 def report_pattern(kind: ReportKind, settings: SFTPSettings) -> str:
@@ -50,7 +33,7 @@ def build_report_asset(kind: ReportKind) -> dg.AssetsDefinition:
         description=f"{kind.description} Rejected rows go to `{kind.rejects_table.qualified_name}`.",
         group_name="sftp",
         partitions_def=SFTP_PARTITIONS,
-        retry_policy=SFTP_RETRY,
+        retry_policy=STEP_RETRY,
         pool="sftp",
         kinds={"sftp", "csv", "postgres"},
         owners=["team:data-platform"],
@@ -69,43 +52,40 @@ def build_report_asset(kind: ReportKind) -> dg.AssetsDefinition:
         preview: list[dict] = []
         rejects_preview: list[dict] = []
         extra_columns: set[str] = set()
-        for tenant_id, days in tenant_days(context.partition_keys).items():
+
+        def load_tenant(tenant_id: str, days: list[str]) -> None:
+            nonlocal preview, rejects_preview
             settings = registry.get(tenant_id).sftp()
-            where = f"tenant {tenant_id!r}, sftp://{settings.host}:{settings.port}"
-            try:
-                with tempfile.TemporaryDirectory(prefix="sftp-") as tmp, sftp.session(settings, tenant_id) as session:
-                    for day in days:
-                        name = file_name(report_pattern(kind, settings), date.fromisoformat(day))
-                        where = f"tenant {tenant_id!r}, {session.remote_path(name)}"
-                        local = Path(tmp) / name
-                        download = session.download(session.remote_path(name), local)
-                        parsed = parse_report(
-                            kind, local, encoding=settings.encoding, tenant_id=tenant_id, report_date=day
-                        )
-                        merged = warehouse.load(kind.table, [parsed.rows], mode="merge")
-                        warehouse.load(
-                            kind.rejects_table,
-                            [parsed.rejects],
-                            mode="replace",
-                            slice_={"tenant_id": [tenant_id], "source_file": [name]},
-                        )
-                        context.log.info(
-                            f"{tenant_id}: {name} ({download.bytes} bytes, {download.seconds:.2f}s): "
-                            f"{parsed.rows_read} rows read, {merged.inserted + merged.updated} upserted, "
-                            f"{len(parsed.rejects)} rejected, {parsed.duplicate_keys} duplicate keys"
-                        )
-                        files.append(name)
-                        totals["bytes"] += download.bytes
-                        totals["read"] += parsed.rows_read
-                        totals["upserted"] += merged.inserted + merged.updated
-                        totals["unchanged"] += merged.rows_staged - merged.inserted - merged.updated
-                        totals["rejected"] += len(parsed.rejects)
-                        totals["duplicates"] += parsed.duplicate_keys
-                        extra_columns.update(parsed.extra_columns)
-                        preview = preview or parsed.rows.head(5).to_dict("records")
-                        rejects_preview = rejects_preview or parsed.rejects.head(5).to_dict("records")
-            except _PERMANENT as exc:
-                raise dg.Failure(f"{where}: {exc}", allow_retries=False) from exc
+            with tempfile.TemporaryDirectory(prefix="sftp-") as tmp, sftp.session(settings, tenant_id) as session:
+                for day in days:
+                    name = file_name(report_pattern(kind, settings), date.fromisoformat(day))
+                    local = Path(tmp) / name
+                    download = session.download(session.remote_path(name), local)
+                    parsed = parse_report(kind, local, encoding=settings.encoding, tenant_id=tenant_id, report_date=day)
+                    merged = warehouse.load(kind.table, [parsed.rows], mode="merge")
+                    warehouse.load(
+                        kind.rejects_table,
+                        [parsed.rejects],
+                        mode="replace",
+                        slice_={"tenant_id": [tenant_id], "source_file": [name]},
+                    )
+                    context.log.info(
+                        f"{tenant_id}: {name} ({download.bytes} bytes, {download.seconds:.2f}s): "
+                        f"{parsed.rows_read} rows read, {merged.inserted + merged.updated} upserted, "
+                        f"{len(parsed.rejects)} rejected, {parsed.duplicate_keys} duplicate keys"
+                    )
+                    files.append(name)
+                    totals["bytes"] += download.bytes
+                    totals["read"] += parsed.rows_read
+                    totals["upserted"] += merged.inserted + merged.updated
+                    totals["unchanged"] += merged.rows_staged - merged.inserted - merged.updated
+                    totals["rejected"] += len(parsed.rejects)
+                    totals["duplicates"] += parsed.duplicate_keys
+                    extra_columns.update(parsed.extra_columns)
+                    preview = preview or parsed.rows.head(5).to_dict("records")
+                    rejects_preview = rejects_preview or parsed.rejects.head(5).to_dict("records")
+
+        per_tenant(tenant_days(context.partition_keys), load_tenant, context.log)
         return dg.MaterializeResult(
             metadata={
                 "files": dg.MetadataValue.json(files),

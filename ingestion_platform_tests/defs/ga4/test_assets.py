@@ -231,3 +231,23 @@ def test_availability_reports_first_last_day_and_gaps(ga4_env) -> None:
     row = ga4_env.warehouse.query("SELECT * FROM ga4.availability WHERE event_name = 'page_view'").iloc[0]
     assert (row["first_day"], row["last_day"], row["days_loaded"]) == (DAY1, DAY3, 2)
     assert row["gaps"] == [["2024-03-02", "2024-03-02"]]
+
+
+def test_a_run_holding_two_tenants_loads_one_and_names_the_other(ga4_env) -> None:
+    ga4_env.seed(days=[DAY1])
+    # A backfill of one day for several tenants becomes one run holding all of them.
+    result = ga4_env.run(
+        tags={
+            "dagster/asset_partition_range_start": f"{DAY1}|acme",
+            "dagster/asset_partition_range_end": f"{DAY1}|ghost",
+        },
+        assets=[ga4_event_assets[0]],
+    )
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "1 of 2 tenants failed" in message and "tenant 'ghost'" in message
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert (
+        ga4_env.warehouse.scalar("SELECT count(*) FROM ga4.purchase WHERE tenant_id = 'acme'")
+        == expected_counts(DAY1)["purchase"]
+    )

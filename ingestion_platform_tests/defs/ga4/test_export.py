@@ -53,6 +53,7 @@ def test_query_is_parameterised_and_reads_only_daily_wildcard_and_needed_intrada
         "tenant_id": "acme",
         "daily_suffixes": ["240302"],
         "intraday_days": ["20240303"],
+        "event_dates": ["20240302", "20240303"],
     }
     # Intraday tables lack traffic_source: that branch selects a typed NULL instead of failing.
     intraday_branch = sql.split("UNION ALL")[1]
