@@ -86,7 +86,10 @@ def demo(args: argparse.Namespace) -> int:
                 instance=instance, tags=request.tags, run_config=QUIET, raise_on_error=False
             )
             print(
-                f"  ga4_events {request.tags['tenant']}: {'ok' if result.success else 'FAILED'} (run {result.run_id})"
+                f"  ga4_events {request.tags['tenant']} "
+                f"{request.tags['dagster/asset_partition_range_start'].split('|')[0]}.."
+                f"{request.tags['dagster/asset_partition_range_end'].split('|')[0]}: "
+                f"{'ok' if result.success else 'FAILED'} (run {result.run_id})"
             )
             if not result.success:
                 failed.append(result.run_id)

@@ -71,7 +71,7 @@ def test_ga4_assets_are_parallel_pooled_and_backfill_in_single_runs(definitions:
 def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions) -> None:
     schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
     with dg.instance_for_test() as instance:
-        at = dt.datetime(2024, 3, 10, 5, tzinfo=dt.UTC)
+        at = dt.datetime(2024, 3, 10, 9, tzinfo=dt.UTC)
         empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
         assert empty.skip_message and "no tenants" in empty.skip_message
         instance.add_dynamic_partitions("tenant", ["globex", "acme"])
@@ -81,7 +81,12 @@ def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions)
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ]
-    assert ranges == [("2024-03-07|acme", "2024-03-09|acme"), ("2024-03-07|globex", "2024-03-09|globex")]
+    assert ranges == [
+        ("2024-03-09|acme", "2024-03-09|acme"),
+        ("2024-03-07|acme", "2024-03-08|acme"),
+        ("2024-03-09|globex", "2024-03-09|globex"),
+        ("2024-03-07|globex", "2024-03-08|globex"),
+    ]
 
 
 def test_tenant_sync_sensor_makes_partitions_equal_the_registry(definitions: dg.Definitions, tmp_path) -> None:

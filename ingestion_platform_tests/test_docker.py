@@ -328,7 +328,7 @@ def test_docker_instance_shares_the_root_instance_settings() -> None:
     docker = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
     for section in SHARED_INSTANCE_SECTIONS:
         assert docker.get(section) == root.get(section), section
-    assert docker["run_monitoring"]["max_runtime_seconds"] == 1800
+    assert docker["run_monitoring"]["enabled"] is True
 
 
 @pytest.fixture
@@ -366,7 +366,7 @@ def test_docker_instance_runs_on_a_real_postgres(tmp_path: Path) -> None:
         assert concurrency.run_queue_config is not None
         assert concurrency.run_queue_config.max_concurrent_runs == 8
         assert concurrency.pool_config.default_pool_limit == 6
-        assert instance.run_monitoring_max_runtime_seconds == 1800
+        assert instance.run_monitoring_enabled
         assert instance.run_retries_max_retries == 1
 
         instance.report_runless_asset_event(dg.AssetMaterialization("docker_probe"))

@@ -377,6 +377,9 @@ class SFTPSession:
                 ) from exc
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise SFTPConnectError(f"{self.where}: SSH handshake failed ({exc})") from exc
+            if not transport.is_active() or transport.host_key is None:
+                # paramiko returns from start_client without an error when the banner never arrives.
+                raise SFTPConnectError(f"{self.where}: no SSH handshake within {r.banner_timeout}s")
             self._verify_host_key(transport.get_remote_server_key())
             self._authenticate(transport)
             sftp = paramiko.SFTPClient.from_transport(

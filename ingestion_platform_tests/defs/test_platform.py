@@ -14,7 +14,10 @@ PARTITIONS = dg.MultiPartitionsDefinition(
 
 @dg.asset(partitions_def=PARTITIONS)
 def always_fails() -> None:
-    raise RuntimeError("the export is gone")
+    try:
+        raise KeyError("inner detail")
+    except KeyError as exc:
+        raise dg.Failure("tenant 'acme': the export is gone", allow_retries=False) from exc
 
 
 def test_failed_run_is_recorded_with_tenant_partition_and_error(warehouse: WarehouseResource) -> None:
@@ -37,7 +40,7 @@ def test_failed_run_is_recorded_with_tenant_partition_and_error(warehouse: Wareh
     assert len(rows) == 1
     row = rows.iloc[0]
     assert (row["run_id"], row["partition_key"], row["tenant_id"]) == (result.run_id, "2024-01-02|acme", "acme")
-    assert "always_fails: RuntimeError: the export is gone" in row["error"]
+    assert row["error"] == "always_fails: tenant 'acme': the export is gone"
 
 
 def test_range_runs_record_the_range_and_tenant_tag() -> None:

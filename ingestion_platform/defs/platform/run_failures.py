@@ -47,10 +47,13 @@ def failure_row(run: dg.DagsterRun, error: str | None, failed_at: datetime) -> d
 
 
 def root_cause(error: SerializableErrorInfo) -> str:
-    """Dagster wraps a step's exception in its own; the innermost error is the one that names the problem."""
-    while error.cause is not None:
+    """The first error below Dagster's own wrappers: our Failures name tenant and table, so stop there rather
+    than at the library exception they wrap."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    # A Failure's message is ours in full; its class path only adds noise to the table.
+    return message.split(": ", 1)[-1] if error.cls_name == "Failure" else message
 
 
 @dg.run_failure_sensor(

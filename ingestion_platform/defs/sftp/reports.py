@@ -31,6 +31,8 @@ class ReportKind:
     text_columns: tuple[str, ...]
     timestamp_columns: tuple[str, ...] = ()
     float_columns: tuple[str, ...] = ()
+    # Columns the header must have; the other declared columns load as NULL when a tenant's export lacks them.
+    required: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -79,6 +81,7 @@ USERS = ReportKind(
     key="user_id",
     text_columns=("email", "company_name", "first_name", "last_name"),
     timestamp_columns=("created_at", "updated_at"),
+    required=("email",),
     description="Users report (one file per tenant and day), upserted by (tenant_id, user_id).",
 )
 LOCATIONS = ReportKind(
@@ -86,6 +89,7 @@ LOCATIONS = ReportKind(
     key="location_id",
     text_columns=("location_name", "address", "city", "region", "country", "postal_code"),
     float_columns=("latitude", "longitude"),
+    required=("location_name", "latitude", "longitude"),
     description="Locations report (one file per tenant and day), upserted by (tenant_id, location_id).",
 )
 REPORT_KINDS = {k.name: k for k in (USERS, LOCATIONS)}
@@ -138,10 +142,11 @@ def parse_report(kind: ReportKind, path: Path, *, encoding: str, tenant_id: str,
     header = [_normalise_header(h) for h in raw_header]
     if not header:
         raise ReportFormatError(f"{name}: empty file (not even a header)")
-    missing = [c for c in kind.columns if c not in header]
+    missing = [c for c in (kind.key, *kind.required) if c not in header]
     if missing:
         raise ReportFormatError(f"{name}: missing required column(s) {missing}; header is {header}")
     extra_columns = [h for h in header if h not in kind.columns]
+    absent = [c for c in kind.columns if c not in header]
 
     good, rejects = [], []
     for line, fields in records:
@@ -149,8 +154,8 @@ def parse_report(kind: ReportKind, path: Path, *, encoding: str, tenant_id: str,
         if len(fields) != len(header):
             rejects.append((line, f"expected {len(header)} fields, found {len(fields)}", raw))
             continue
-        good.append({"_line": line, **raw})
-    frame = pd.DataFrame(good, columns=["_line", *header], dtype=object)
+        good.append({"_line": line, **raw, **dict.fromkeys(absent)})
+    frame = pd.DataFrame(good, columns=["_line", *header, *absent], dtype=object)
     frame, bad = _convert(kind, frame)
     rejects.extend(bad)
 

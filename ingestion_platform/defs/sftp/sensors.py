@@ -5,7 +5,7 @@ the sensor's time limit nor stops their runs; the failing tenant and the reason 
 """
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -18,6 +18,11 @@ from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.tenants import TENANT_DIMENSION, Tenant
 
 LOOKBACK_DAYS = 7
+# Listing is cheap; a tenant that cannot be listed quickly is reported and tried again on the next tick.
+LISTING_DEADLINE_SECONDS = 40
+LISTING_TIMEOUTS = {"connect_timeout": 5.0, "banner_timeout": 10.0, "auth_timeout": 10.0, "read_timeout": 15.0}
+# The old service failed a job after 30 minutes; run monitoring enforces this tag on sensor-requested runs.
+MAX_RUNTIME_SECONDS = 1800
 LISTING_ATTEMPTS = 2
 
 
@@ -51,12 +56,23 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
         cursor: dict[str, FolderState] = json.loads(context.cursor) if context.cursor else {}
         partitions = set(context.instance.get_dynamic_partitions(TENANT_DIMENSION))
         candidates = [t for t in tenants.registry().with_source("sftp") if t.id in partitions]
-        quick = sftp.model_copy(update={"max_attempts": LISTING_ATTEMPTS})
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = {t.id: pool.submit(_scan, quick, kind, t, cursor.get(t.id, {})) for t in candidates}
+        quick = sftp.model_copy(
+            update={
+                "max_attempts": LISTING_ATTEMPTS,
+                **{name: min(getattr(sftp, name), limit) for name, limit in LISTING_TIMEOUTS.items()},
+            }
+        )
+        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"sftp-{kind.name}-listing")
+        futures = {t.id: pool.submit(_scan, quick, kind, t, cursor.get(t.id, {})) for t in candidates}
+        done, _ = wait(futures.values(), timeout=LISTING_DEADLINE_SECONDS)
+        # A host that accepts connections but never answers must not hold the tick past Dagster's sensor timeout;
+        # its thread ends on its own socket timeouts.
+        pool.shutdown(wait=False, cancel_futures=True)
         requests, failures, state = [], {}, {}
         for tenant_id, future in futures.items():
             try:
+                if future not in done:
+                    raise TimeoutError(f"no listing within {LISTING_DEADLINE_SECONDS}s")
                 ready, state[tenant_id] = future.result()
             except Exception as exc:
                 failures[tenant_id] = f"{type(exc).__name__}: {exc}"
@@ -67,13 +83,15 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
                 dg.RunRequest(
                     partition_key=f"{r.day.isoformat()}|{tenant_id}",
                     run_key=f"{tenant_id}:{r.run_key}",
-                    tags={"tenant": tenant_id, "sftp/file": r.name},
+                    tags={"tenant": tenant_id, "sftp/file": r.name, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
                 )
                 for r in ready
             )
         skip = None
         if not requests:
             skip = f"failed tenants: {failures}" if failures else "no new complete files"
+        elif failures:
+            context.log.warning(f"{len(requests)} run(s) requested; tenants not listed: {failures}")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(state, sort_keys=True), skip_reason=skip)
 
     return _sensor

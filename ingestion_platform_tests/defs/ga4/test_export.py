@@ -61,13 +61,20 @@ def test_query_is_parameterised_and_reads_only_daily_wildcard_and_needed_intrada
     assert "UNNEST(event_params) AS p" in sql
 
 
-def test_lookback_window_and_schedule_requests_one_range_run_per_tenant() -> None:
+def test_lookback_window_and_schedule_requests_yesterday_apart_from_the_refresh() -> None:
     assert lookback_window(date(2024, 3, 10)) == ("2024-03-07", "2024-03-09")
     requests = ga4_run_requests(date(2024, 3, 10), ["zeta", "acme"])
-    assert [r.tags["tenant"] for r in requests] == ["acme", "zeta"]
-    assert requests[0].tags["dagster/asset_partition_range_start"] == "2024-03-07|acme"
-    assert requests[0].tags["dagster/asset_partition_range_end"] == "2024-03-09|acme"
-    assert len({r.run_key for r in requests}) == 2
+    ranges = [
+        (r.tags["tenant"], r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in requests
+    ]
+    assert ranges == [
+        ("acme", "2024-03-09|acme", "2024-03-09|acme"),
+        ("acme", "2024-03-07|acme", "2024-03-08|acme"),
+        ("zeta", "2024-03-09|zeta", "2024-03-09|zeta"),
+        ("zeta", "2024-03-07|zeta", "2024-03-08|zeta"),
+    ]
+    assert len({r.run_key for r in requests}) == 4
 
 
 def test_find_gaps() -> None:

@@ -3,6 +3,8 @@
 import json
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +42,33 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def silent_host() -> Iterator[int]:
+    """A host that accepts TCP connections and never says a word: the hardest kind of down for a sensor."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture(scope="module")
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SFTPServerInfo, Path]]:
     base = tmp_path_factory.mktemp("sftp")
     users = {"acme": PASSWORD, "latin": PASSWORD}
@@ -48,7 +77,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SFTP
 
 
 @pytest.fixture
-def env(tmp_path: Path, sftp_server, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch):
+def env(tmp_path: Path, sftp_server, silent_host: int, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch):
     info, root = sftp_server
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     folder = root / f"acme_{tmp_path.name}"
@@ -63,14 +92,15 @@ def env(tmp_path: Path, sftp_server, warehouse: WarehouseResource, monkeypatch: 
                 "sftp": {**common, "username": "latin", "remote_dir": f"/{latin_folder.name}", "encoding": "latin-1"}
             },
             "down": {"sftp": {**common, "username": "acme", "port": _closed_port()}},
+            "silent": {"sftp": {**common, "username": "acme", "port": silent_host}},
         }
     }
     tenants_file = tmp_path / "tenants.yaml"
     tenants_file.write_text(yaml.safe_dump(registry))
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("tenant", ["acme", "latin", "down"])
+    instance.add_dynamic_partitions("tenant", ["acme", "latin", "down", "silent"])
     resources = {
-        "sftp": SFTPResource(connect_timeout=2.0, max_attempts=2),
+        "sftp": SFTPResource(connect_timeout=2.0, banner_timeout=1.0, max_attempts=2),
         "warehouse": warehouse,
         "tenants": TenantsResource(path=str(tenants_file)),
     }
@@ -187,7 +217,19 @@ def test_growing_and_temporary_files_wait_and_a_down_tenant_does_not_block_other
     assert [r.tags["sftp/file"] for r in third.run_requests] == [growing.name]
     cursor = json.loads(third.cursor)
     assert set(cursor["acme"]) == {growing.name}  # temporary names never enter the cursor
-    assert "down" in cursor and cursor["down"] == {}  # the unreachable tenant kept its (empty) state
+    assert cursor["down"] == {} and cursor["silent"] == {}  # tenants that could not be listed keep their state
+
+
+def test_a_silent_host_is_reported_and_does_not_hold_back_other_tenants(env) -> None:
+    env.upload(f"users_{DAY:%Y%m%d}.csv", users_report(DAY, seed="acme"), mtime=1_700_000_000)
+    started = time.monotonic()
+    first = env.tick("users")
+    second = env.tick("users", first.cursor)
+    assert time.monotonic() - started < 30
+    assert [r.tags["tenant"] for r in second.run_requests] == ["acme"]
+    reason = first.skip_reason.skip_message if first.skip_reason else ""
+    assert "'silent'" in reason and "SSH handshake" in reason
+    assert "'down'" in reason and "cannot reach the SFTP host" in reason
 
 
 def test_wrong_host_key_and_wrong_password_fail_clearly_without_retries(env) -> None:

@@ -82,6 +82,12 @@ def test_unknown_columns_are_kept_in_extra_and_missing_ones_fail(tmp_path: Path)
         parse(write(tmp_path, "v.csv", "user_id,company_name,first_name,last_name,created_at,updated_at\n1,A,,,,\n"))
 
 
+def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
+    parsed = parse(write(tmp_path, "u.csv", "user_id,email\n1,a@x.io\n"))
+    row = parsed.rows.iloc[0]
+    assert row["email"] == "a@x.io" and row["company_name"] is None and pd.isna(row["created_at"])
+
+
 def test_locations_parse_coordinates(tmp_path: Path) -> None:
     header = "location_id,location_name,address,city,region,country,postal_code,latitude,longitude"
     text = header + "\nL1,HQ,1 Main St,Berlin,BE,DE,10115,52.52,13.40\nL2,Bad,,,,,,north,13\n"
