@@ -2,7 +2,7 @@
 
 Why this shape: pyarrow's JSON reader parses a clean block of lines in C++ on every core, but one bad line fails
 the whole block. So each block of complete lines is tried with pyarrow first (the fast path, taken by almost every
-block), and only a block that fails is re-read line by line with `json`, which isolates the bad lines with their
+block), and only a block that fails is re-read line by line with orjson, which isolates the bad lines with their
 reasons while the good lines of that block still load. Memory stays at one block (a few MB) whatever the file size.
 
 A line that is not JSON, a truncated last line, a non-object, a value of the wrong JSON type and invalid UTF-8 are
@@ -11,13 +11,13 @@ lines are skipped. Semantic checks (UUIDs, ranges, currencies, ...) are `validat
 """
 
 import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import IO, Literal
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -246,7 +246,8 @@ def parse_ndjson(
             data, at_start = data.removeprefix(BOM), False
         if not data:
             if carry:
-                yield _parse_block(carry, first_line, entity, source, final=True, eof_error=eof_error)
+                starts, ends = _line_bounds(carry)
+                yield _parse_block(carry, starts, ends, first_line, entity, source, final=True, eof_error=eof_error)
             return
         block = carry + data
         cut = block.rfind(b"\n")
@@ -255,8 +256,9 @@ def parse_ndjson(
             continue
         carry = block[cut + 1 :]
         complete = block[: cut + 1]
-        yield _parse_block(complete, first_line, entity, source, final=False, eof_error=None)
-        first_line += complete.count(b"\n")
+        starts, ends = _line_bounds(complete)
+        yield _parse_block(complete, starts, ends, first_line, entity, source, final=False, eof_error=None)
+        first_line += len(starts)
 
 
 def _line_bounds(block: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -273,9 +275,16 @@ def _line_bounds(block: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _parse_block(
-    block: bytes, first_line: int, entity: Entity, source: Source, *, final: bool, eof_error: str | None
+    block: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    first_line: int,
+    entity: Entity,
+    source: Source,
+    *,
+    final: bool,
+    eof_error: str | None,
 ) -> ParsedChunk:
-    starts, ends = _line_bounds(block)
     nonblank = np.flatnonzero(ends > starts)
     unterminated_last = final and not block.endswith(b"\n")
     if not unterminated_last and eof_error is None:
@@ -339,8 +348,9 @@ def _fast_path(
             valid = table.column(name).is_valid()
             present = valid if present is None else pc.or_(present, valid)
         assert present is not None
+        line_starts, line_ends = starts.tolist(), ends.tolist()
         for i in np.flatnonzero(present.to_numpy(zero_copy_only=False)).tolist():
-            obj = json.loads(block[starts[i] : ends[i]])
+            obj = orjson.loads(block[line_starts[i] : line_ends[i]])
             for name in json_fields:
                 if name in obj and obj[name] is not None:
                     json_values[name][i] = _dumps(obj[name])
@@ -378,7 +388,15 @@ def _assemble(
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(value).decode()
+
+
+def _utf8_error(line: bytes) -> str | None:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: invalid byte at position {exc.start}"
+    return None
 
 
 def _type_error(field: Field, value: object) -> str | None:
@@ -443,11 +461,12 @@ def _slow_path(
         if not line.strip():
             continue
         try:
-            obj = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            reason = f"not UTF-8: invalid byte at position {exc.start}"
-        except json.JSONDecodeError as exc:
-            if i == last and (unterminated or eof_error):
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            reason = _utf8_error(line)
+            if reason is not None:
+                pass
+            elif i == last and (unterminated or eof_error):
                 reason = f"truncated last line: {eof_error or 'no newline at end of file'} ({exc.msg})"
             else:
                 reason = f"not JSON: {exc.msg} (column {exc.colno})"
