@@ -236,29 +236,43 @@ def parse_ndjson(
     carry = b""
     first_line = 1
     at_start = True
-    eof_error: str | None = None
     while True:
-        try:
-            data = reader.read(block_bytes)
-        except (EOFError, gzip.BadGzipFile, OSError) as exc:
-            data, eof_error = b"", f"compressed stream ended early: {exc}"
+        data, broken = _read_block(reader, block_bytes)
         if at_start and data:
             data, at_start = data.removeprefix(BOM), False
-        if not data:
-            if carry:
-                starts, ends = _line_bounds(carry)
-                yield _parse_block(carry, starts, ends, first_line, entity, source, final=True, eof_error=eof_error)
-            return
         block = carry + data
         cut = block.rfind(b"\n")
-        if cut < 0:
-            carry = block
-            continue
-        carry = block[cut + 1 :]
-        complete = block[: cut + 1]
-        starts, ends = _line_bounds(complete)
-        yield _parse_block(complete, starts, ends, first_line, entity, source, final=False, eof_error=None)
-        first_line += len(starts)
+        complete, carry = block[: cut + 1], block[cut + 1 :]
+        if complete:
+            starts, ends = _line_bounds(complete)
+            yield _parse_block(complete, starts, ends, first_line, entity, source, final=False, eof_error=None)
+            first_line += len(starts)
+        if broken is not None or not data:
+            if carry:
+                starts, ends = _line_bounds(carry)
+                yield _parse_block(carry, starts, ends, first_line, entity, source, final=True, eof_error=broken)
+            return
+
+
+def _read_block(reader: IO[bytes], size: int) -> tuple[bytes, str | None]:
+    """Up to `size` bytes, and why the stream broke if it did.
+
+    `read1` returns each decompressed piece as it comes, so a gzip stream cut short still yields everything before
+    the cut (a plain `read(size)` discards the whole block when it hits the end of a truncated stream).
+    """
+    pieces: list[bytes] = []
+    remaining = size
+    read1 = getattr(reader, "read1", reader.read)
+    while remaining > 0:
+        try:
+            piece = read1(remaining)
+        except (EOFError, gzip.BadGzipFile, OSError) as exc:
+            return b"".join(pieces), f"compressed stream ended early ({exc})"
+        if not piece:
+            break
+        pieces.append(piece)
+        remaining -= len(piece)
+    return b"".join(pieces), None
 
 
 def _line_bounds(block: bytes) -> tuple[np.ndarray, np.ndarray]:
