@@ -11,6 +11,7 @@ lines are skipped. Semantic checks (UUIDs, ranges, currencies, ...) are `validat
 """
 
 import gzip
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -350,34 +351,76 @@ def _fast_path(
         return None  # several objects on one line, or a whitespace-only line: let the slow path decide per line
     starts, ends = starts[nonblank], ends[nonblank]
     raw = _raw_lines(block, starts, ends, contiguous=True)
-    declared = set(entity.field_names)
-    others = [n for n in table.column_names if n not in entity.parse_schema.names]
+    n = table.num_rows
     json_fields = [f.name for f in entity.fields if f.kind == "json"]
-    json_values: dict[str, list[str | None]] = {name: [None] * table.num_rows for name in json_fields}
-    extra: list[str | None] = [None] * table.num_rows
-    if others:
-        # Only rows holding a JSON-valued or unknown field are decoded in Python, to copy those values as JSON text.
-        present = None
-        for name in others:
-            valid = table.column(name).is_valid()
-            present = valid if present is None else pc.or_(present, valid)
-        assert present is not None
+    unknown = [c for c in table.column_names if c not in entity.parse_schema.names and c not in json_fields]
+    needs_python = np.zeros(n, dtype=bool)
+    for name in unknown:
+        needs_python |= table.column(name).combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+    json_columns: dict[str, pa.Array] = {}
+    for name in json_fields:
+        if name not in table.column_names:
+            json_columns[name] = pa.nulls(n, pa.string())
+            continue
+        present = table.column(name).combine_chunks().is_valid()
+        text, found = _json_value_text(raw, name)
+        taken = pc.and_(present, found)
+        json_columns[name] = pc.if_else(taken, text, pa.scalar(None, pa.string()))
+        needs_python |= pc.and_(present, pc.invert(taken)).to_numpy(zero_copy_only=False)
+    extra = pa.nulls(n, pa.string())
+    rows = np.flatnonzero(needs_python).tolist()
+    if rows:
+        # Unknown fields, and JSON values the pattern does not cover, are decoded per row, and only those rows.
+        declared = set(entity.field_names)
+        extra_values: list[str | None] = [None] * n
+        overrides: dict[str, dict[int, str]] = {name: {} for name in json_fields}
         line_starts, line_ends = starts.tolist(), ends.tolist()
-        for i in np.flatnonzero(present.to_numpy(zero_copy_only=False)).tolist():
+        for i in rows:
             obj = orjson.loads(block[line_starts[i] : line_ends[i]])
             for name in json_fields:
-                if name in obj and obj[name] is not None:
-                    json_values[name][i] = _dumps(obj[name])
-            unknown = {k: v for k, v in obj.items() if k not in declared}
-            if unknown:
-                extra[i] = _dumps(unknown)
-    columns: dict[str, pa.Array] = {}
-    for f in entity.fields:
-        if f.kind == "json":
-            columns[f.name] = pa.array(json_values[f.name], pa.string())
-        else:
-            columns[f.name] = table.column(f.name).combine_chunks()
+                if obj.get(name) is not None:
+                    overrides[name][i] = _dumps(obj[name])
+            rest = {k: v for k, v in obj.items() if k not in declared}
+            if rest:
+                extra_values[i] = _dumps(rest)
+        extra = pa.array(extra_values, pa.string())
+        for name, values in overrides.items():
+            if values:
+                merged = json_columns[name].to_pylist()
+                for i, text_value in values.items():
+                    merged[i] = text_value
+                json_columns[name] = pa.array(merged, pa.string())
+    columns = {
+        f.name: json_columns[f.name] if f.kind == "json" else table.column(f.name).combine_chunks()
+        for f in entity.fields
+    }
     return _assemble(entity, source, first_line + nonblank, columns, extra, raw)
+
+
+# A JSON string, and objects nested up to three deep, as RE2 patterns (RE2 has no recursion, hence the unrolling).
+_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _object_pattern(depth: int) -> str:
+    inner = "" if depth == 1 else "|" + _object_pattern(depth - 1)
+    return r"\{(?:[^{}\"]|" + _STRING + inner + r")*\}"
+
+
+_OBJECT = _object_pattern(3)
+
+
+def _json_value_text(raw: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
+    """The exact text of the object value of top-level key `name` in each raw line, and where it was found.
+
+    Copying the text avoids decoding and re-encoding each row in Python. It is only trusted where the key occurs
+    once in the line (an escaped quote inside a string can never form `"name":`, so one occurrence is the key
+    itself) and pyarrow parsed the line; anything else (deeper nesting, arrays, scalars) takes the per-row path.
+    """
+    key = '"' + re.escape(name) + r'"\s*:'
+    once = pc.equal(pc.count_substring_regex(raw, key), 1)
+    match = pc.extract_regex(raw, key + r"\s*(?P<value>" + _OBJECT + ")")
+    found = pc.fill_null(pc.and_(once, match.is_valid()), False)
+    return pc.cast(pc.struct_field(match, "value"), pa.string()), found
 
 
 def _assemble(
@@ -385,20 +428,24 @@ def _assemble(
     source: Source,
     line_numbers: np.ndarray,
     columns: dict[str, pa.Array],
-    extra: list[str | None],
+    extra: pa.Array,
     raw: pa.Array,
 ) -> pa.RecordBatch:
     n = len(line_numbers)
     arrays = [
-        pa.array([source.tenant_id] * n, pa.string()),
-        pa.array([source.batch_id] * n, pa.string()),
-        pa.array([source.file_name] * n, pa.string()),
+        _constant(source.tenant_id, n),
+        _constant(source.batch_id, n),
+        _constant(source.file_name, n),
         pa.array(line_numbers, pa.int64()),
         *(columns[f.name] for f in entity.fields),
-        pa.array(extra, pa.string()),
+        extra,
         raw,
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=entity.row_schema)
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pc.fill_null(pa.nulls(n, pa.string()), value)
 
 
 def _dumps(value: object) -> str:
@@ -514,7 +561,7 @@ def _slow_path(
         source,
         first_line + kept_idx,
         columns,
-        extra,
+        pa.array(extra, pa.string()),
         _raw_lines(block, starts[kept_idx], ends[kept_idx], contiguous=False),
     )
     rejects = make_rejects(source, entity.name, reject_lines, reject_raw, reject_reasons)

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import json
 
 import pyarrow as pa
 import pytest
@@ -158,6 +159,32 @@ def test_json_fields_whose_shape_varies_between_rows_still_load() -> None:
     rows, rejects, _ = parse(("\n".join(lines) + "\n").encode(), ORDERS)
     assert rejects.num_rows == 0
     assert rows.column("raw_payload").to_pylist() == ['{"x":1}', '{"x":"one"}']
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"a": {"b": {"c": 1}}, "s": "} { \\" ]"}',  # braces and an escaped quote inside a string
+        '{"a": {"b": {"c": {"d": {"e": 1}}}}}',  # deeper than the pattern: decoded per row
+        '["an", "array"]',
+        '"a string"',
+        "12.5",
+    ],
+)
+def test_json_values_of_any_shape_are_kept_exactly(value: str) -> None:
+    line = f'{{"order_id":"{ID}","raw_payload": {value},"currency":"EUR"}}'
+    rows, rejects, slow = parse((line + "\n").encode(), ORDERS)
+    assert rejects.num_rows == 0 and slow == 0
+    (text,) = rows.column("raw_payload").to_pylist()
+    assert json.loads(text) == json.loads(value)
+    assert rows.column("currency").to_pylist() == ["EUR"] and rows.column("extra").to_pylist() == [None]
+
+
+def test_a_json_field_name_repeated_in_a_nested_object_is_not_mistaken_for_the_field() -> None:
+    line = f'{{"order_id":"{ID}","metadata":{{"raw_payload":{{"wrong":1}}}},"raw_payload":{{"right":2}}}}'
+    rows, _, _ = parse((line + "\n").encode(), ORDERS)
+    assert json.loads(rows.column("raw_payload")[0].as_py()) == {"right": 2}
+    assert json.loads(rows.column("extra")[0].as_py()) == {"metadata": {"raw_payload": {"wrong": 1}}}
 
 
 def test_small_blocks_give_the_same_rows_and_line_numbers_as_one_block() -> None:
