@@ -77,9 +77,6 @@ class Entity:
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 
-    def field(self, name: str) -> Field:
-        return next(f for f in self.fields if f.name == name)
-
     @property
     def parse_schema(self) -> pa.Schema:
         """The declared scalar fields for pyarrow; JSON-valued fields are taken as text by the slow path."""
@@ -471,6 +468,9 @@ def _type_error(field: Field, value: object) -> str | None:
     elif field.kind == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)
         expected = "integer"
+        # orjson reads integers beyond 64 bits as floats: say what is wrong with them, not "number".
+        if isinstance(value, int | float) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            return f"out of range: {field.name} {value:g} does not fit in 64 bits"
     elif field.kind == "boolean":
         ok = isinstance(value, bool)
         expected = "boolean"

@@ -104,6 +104,7 @@ def test_complete_last_line_without_newline_loads() -> None:
         (item(unit="true"), "wrong type: unit_price is boolean"),
         (item(unit='"abc"'), "wrong type: unit_price is string 'abc'"),
         (item(total='"1.0000000001"'), "out of range: line_total"),
+        (item(quantity="100000000000000000000"), "out of range: quantity"),
         ("[1, 2, 3]", "not a JSON object: found array"),
         ('"just a string"', "not a JSON object: found string"),
         ('{"order_item_id": 42}', "wrong type: order_item_id is integer, expected string"),
