@@ -190,10 +190,6 @@ def validate(rows: pa.RecordBatch, entity: Entity) -> Validated:
         reasons.add(pc.greater(off, LINE_TOTAL_TOLERANCE + 1e-6), "line_total differs from quantity x unit_price")
 
     joined = reasons.joined()
-    if joined is None:
-        valid_mask = pa.array([True] * n, pa.bool_())
-    else:
-        valid_mask = pc.fill_null(pc.equal(pc.fill_null(joined, ""), ""), True)
     schema = output_schema(entity)
     arrays = {
         "tenant_id": rows.column("tenant_id"),
@@ -204,10 +200,10 @@ def validate(rows: pa.RecordBatch, entity: Entity) -> Validated:
         "source_line": rows.column("source_line"),
     }
     full = pa.RecordBatch.from_arrays([arrays[name] for name in schema.names], schema=schema)
-    valid = full.filter(valid_mask)
-    if joined is None or valid.num_rows == n:
-        return Validated(valid, REJECT_SCHEMA.empty_table())
-    invalid_mask = pc.invert(valid_mask)
+    if joined is None:
+        return Validated(full, REJECT_SCHEMA.empty_table())
+    invalid_mask = pc.is_valid(joined)
+    valid = full.filter(pc.invert(invalid_mask))
     bad = rows.filter(invalid_mask)
     rejects = pa.table(
         {
