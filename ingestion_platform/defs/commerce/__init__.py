@@ -1,0 +1,1 @@
+"""Commerce NDJSON batches (customers, products, orders, order_items) loaded in foreign-key order."""

@@ -1,0 +1,1 @@
+"""Commerce NDJSON batches: parsing, validation, batch rules, upload plan (pure functions, no Dagster)."""
