@@ -1,11 +1,13 @@
 """A raw BrightData snapshot (a JSON array of records) becomes `social.posts` rows and rejected records.
 
 The snapshot is read once, as a stream: a 200,000-post snapshot (hundreds of MB) is never held in memory, not even
-once. Elements of the top-level array are cut out of a sliding window of decoded text by the standard library's
-C-accelerated JSON scanner (`JSONDecoder.raw_decode`), so no JSON is parsed by hand and no dependency is added:
-ijson's C backend builds the same Python objects through per-token callbacks and measured slower, and pyarrow's
-JSON reader takes newline-delimited JSON only, while BrightData delivers `format=json` as one array with records
-laid out however its exporter likes. Posts leave as Arrow record batches the loader streams through COPY.
+once. msgspec cuts the array into windows of whole elements (a syntax-only scan proves each cut) and decodes each
+record into a struct of only the fields that become columns, skipping page profiles and the rest in C. Measured on
+a 50,000-post sandbox snapshot (88 MB): decoding took 0.39 s of CPU against 0.80 s for the standard library's
+scanner (ijson's C backend was no faster than the standard library), and the whole parse to Arrow 1.1 s against
+1.75 s. pyarrow's JSON reader was not an option: it reads newline-delimited JSON only, and cannot hand back the
+attachments as JSON text. Whatever msgspec does not take (NDJSON, a body that is not an array, an unpaired surrogate
+escape, a truncated or malformed body) is read by the standard library's scanner, which names the problem.
 
 What BrightData returns and how each case is handled: error records (`error`, `error_code`, present because
 triggers ask for `include_errors=true`) and records without a post id are rejected with the reason; counts given
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import msgspec
 import pyarrow as pa
 
 from ingestion_platform.defs.brightdata.tables import POSTS, POSTS_REJECTS
@@ -74,7 +77,46 @@ if POSTS_SCHEMA.names != POSTS.column_names or REJECTS_SCHEMA.names != POSTS_REJ
 # The crawl's labels and the partition's ids: the same on every row of a snapshot.
 _CONSTANT_COLUMNS = ("tenant_id", "snapshot_id", "platform", "competitor", "brand", "category")
 _RECORD_COLUMNS = tuple(n for n in POSTS_SCHEMA.names if n not in _CONSTANT_COLUMNS)
-_TEXT_FIELDS = ("post_id", "url", "author_id", "author_name", "author_url", "text", "post_type")
+
+
+class _Record(msgspec.Struct):
+    """The fields of a BrightData record that become columns; msgspec skips all others without building them.
+
+    Every field is `Any` on purpose: BrightData's types vary (ids as numbers or text, counts as text), and a value
+    of the wrong type must reject its record with a reason, which the Python checks below do.
+    """
+
+    post_id: Any = None
+    error: Any = None
+    error_code: Any = None
+    url: Any = None
+    profile_id: Any = None
+    page_id: Any = None
+    user_id: Any = None
+    page_name: Any = None
+    user_username_raw: Any = None
+    user_url: Any = None
+    page_url: Any = None
+    content: Any = None
+    text: Any = None
+    post_text: Any = None
+    date_posted: Any = None
+    likes: Any = None
+    num_likes: Any = None
+    num_likes_type: Any = None
+    num_comments: Any = None
+    num_shares: Any = None
+    video_view_count: Any = None
+    post_type: Any = None
+    is_sponsored: Any = None
+    attachments: Any = None
+    hashtags: Any = None
+    timestamp: Any = None
+
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_ONE = msgspec.json.Decoder(_Record)
+_CUT_ATTEMPTS = 32
 
 
 class SnapshotFormatError(ValueError):
@@ -213,9 +255,112 @@ def iter_json_array(
         raise SnapshotFormatError(f"snapshot ends inside the array after {ordinal} records: the download is truncated")
 
 
-def _count(record: dict[str, Any], *names: str) -> int | None:
+class _Prefixed:
+    """A stream with bytes already read put back in front, for handing a stream over to the other reader."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._stream.read(size)
+
+
+def _cut(buf: bytes) -> tuple[int, list[msgspec.Raw]] | None:
+    """Split off the longest run of whole array elements at the front of `buf`: (index of the comma after it, them).
+
+    A `},` may be inside a string or a nested object, so each candidate, from the end, is proven by msgspec
+    scanning `[...]` up to it as valid JSON (a syntax-only scan, about 1 GB/s); JSON's grammar makes a valid
+    prefix end exactly at a top-level element.
+    """
+    end = len(buf)
+    for _ in range(_CUT_ATTEMPTS):
+        brace = buf.rfind(b"},", 0, end)
+        if brace < 0:
+            return None
+        end = brace
+        try:
+            return brace + 1, _RAW_LIST.decode(b"[" + buf[: brace + 1] + b"]")
+        except msgspec.DecodeError:
+            continue
+    return None
+
+
+def _elements(stream: IO[bytes], chunk_size: int) -> Iterator[tuple[int, msgspec.Raw | None, Any]]:
+    """(ordinal, raw element, None) for a snapshot's array elements, or (ordinal, None, value) from the fallback.
+
+    The fast path cuts windows of whole elements with msgspec and hands out each element's raw bytes. Anything it
+    does not take (NDJSON, a body that is not an array, one record larger than several chunks, an unpaired
+    surrogate escape msgspec refuses, a truncated or malformed body) goes to `iter_json_array`, which reads the
+    rest of the stream with the standard library and names the error precisely.
+    """
+    head = stream.read(chunk_size)
+    body = head[3:] if head.startswith(codecs.BOM_UTF8) else head
+    body = body.lstrip(b" \t\r\n")
+    if not body.startswith(b"["):
+        for ordinal, value in iter_json_array(_Prefixed(head, stream), chunk_size=chunk_size):
+            yield ordinal, None, value
+        return
+    buf, ordinal, eof = body[1:], 0, not head
+    offset = len(head) - len(buf)  # bytes of the stream before buf, for error messages
+    while True:
+        if not eof:
+            data = stream.read(chunk_size)
+            eof = not data
+            buf += data
+        if eof:
+            tail = buf.rstrip(b" \t\r\n")
+            if tail.endswith(b"]"):
+                inner = tail[:-1]
+                try:
+                    elements = _RAW_LIST.decode(b"[" + inner + b"]") if inner.strip() else []
+                except msgspec.DecodeError:
+                    pass
+                else:
+                    _check_utf8(inner, offset)
+                    for raw in elements:
+                        yield ordinal, raw, None
+                        ordinal += 1
+                    return
+            break
+        found = _cut(buf)
+        if found is None:
+            if len(buf) > 8 * chunk_size:
+                break
+            continue
+        comma, elements = found
+        _check_utf8(buf[:comma], offset)
+        for raw in elements:
+            yield ordinal, raw, None
+            ordinal += 1
+        buf = buf[comma + 1 :]
+        offset += comma + 1
+    for index, value in iter_json_array(_Prefixed(b"[" + buf, stream), chunk_size=chunk_size):
+        yield ordinal + index, None, value
+
+
+def _check_utf8(window: bytes, offset: int) -> None:
+    """msgspec skips unknown fields without decoding them, so the window's UTF-8 is checked here, once."""
+    try:
+        window.decode()
+    except UnicodeDecodeError as exc:
+        raise SnapshotFormatError(f"snapshot is not UTF-8 at byte {offset + exc.start}: {exc.reason}") from exc
+
+
+def _to_record(raw: msgspec.Raw | None, value: Any) -> _Record:
+    try:
+        return _ONE.decode(raw) if raw is not None else msgspec.convert(value, _Record)
+    except msgspec.ValidationError:
+        kind = type(json.loads(bytes(raw)) if raw is not None else value).__name__
+        raise _RejectedRecord(f"record is not a JSON object but {kind}", "not_an_object") from None
+
+
+def _count(record: "_Record", *names: str) -> int | None:
     for name in names:
-        value = record.get(name)
+        value = getattr(record, name)
         if value is None:
             continue
         if isinstance(value, dict):  # num_likes_type: {"type": "Like", "num": 7374}
@@ -238,8 +383,8 @@ def _count(record: dict[str, Any], *names: str) -> int | None:
     return None
 
 
-def _timestamp(record: dict[str, Any], name: str) -> datetime | None:
-    value = record.get(name)
+def _timestamp(record: "_Record", name: str) -> datetime | None:
+    value = getattr(record, name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -251,9 +396,9 @@ def _timestamp(record: dict[str, Any], name: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
-def _text(record: dict[str, Any], *names: str) -> str | None:
+def _text(record: "_Record", *names: str) -> str | None:
     for name in names:
-        value = record.get(name)
+        value = getattr(record, name)
         if value is None or value == "":
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -262,55 +407,62 @@ def _text(record: dict[str, Any], *names: str) -> str | None:
     return None
 
 
-def post_values(record: Any) -> dict[str, Any]:
-    """One record's post columns (without the crawl's constant columns); raises _RejectedRecord with the reason."""
-    if not isinstance(record, dict):
-        raise _RejectedRecord(f"record is not a JSON object but {type(record).__name__}", "not_an_object")
-    if record.get("error") is not None or record.get("error_code") is not None:
-        code = record.get("error_code")
-        message = record.get("error") or "no message"
+def post_values(record: "_Record", *, may_hold_nul: bool = True) -> tuple[Any, ...]:
+    """One record's post columns in `_RECORD_COLUMNS` order; raises _RejectedRecord with the reason.
+
+    `may_hold_nul=False` skips the per-field NUL check when the raw JSON was seen to hold no `\\u0000`.
+    """
+    if record.error is not None or record.error_code is not None:
+        code = record.error_code
+        message = record.error or "no message"
         raise _RejectedRecord(f"BrightData error record ({code}): {message}", "error_record", code and str(code))
-    post_id = record.get("post_id")
+    post_id = record.post_id
     if isinstance(post_id, str):
         post_id = post_id.strip()
     if post_id is None or post_id == "":
         raise _RejectedRecord("record has no post_id", "missing_post_id")
     if isinstance(post_id, bool) or not isinstance(post_id, (str, int)):
         raise _RejectedRecord(f"post_id {post_id!r} is not a string or integer", "bad_value")
-    attachments = record.get("attachments")
+    attachments = record.attachments
     if attachments is None:
         attachments = []
     if not isinstance(attachments, list):
         raise _RejectedRecord(f"attachments is not a list but {type(attachments).__name__}", "bad_value")
-    hashtags = record.get("hashtags")
+    hashtags = record.hashtags
     if hashtags is not None and not (isinstance(hashtags, list) and all(isinstance(h, str) for h in hashtags)):
         raise _RejectedRecord(f"hashtags {hashtags!r} is not a list of strings", "bad_value")
-    sponsored = record.get("is_sponsored")
-    values = {
-        "post_id": str(post_id),
-        "url": _text(record, "url"),
-        "author_id": _text(record, "profile_id", "page_id", "user_id"),
-        "author_name": _text(record, "page_name", "user_username_raw"),
-        "author_url": _text(record, "user_url", "page_url"),
-        "text": _text(record, "content", "text", "post_text"),
-        "posted_at": _timestamp(record, "date_posted"),
-        "likes": _count(record, "likes", "num_likes", "num_likes_type"),
-        "comments": _count(record, "num_comments"),
-        "shares": _count(record, "num_shares"),
-        "video_views": _count(record, "video_view_count"),
-        "post_type": _text(record, "post_type"),
-        "is_sponsored": sponsored if isinstance(sponsored, bool) else None,
-        "media": _ENCODER.encode(attachments),
-        "media_count": len(attachments),
-        "hashtags": None if hashtags is None else _ENCODER.encode(hashtags),
-        "crawled_at": _timestamp(record, "timestamp"),
-    }
-    # PostgreSQL text and jsonb cannot hold U+0000; saying so here keeps one bad post from failing the load.
-    for name in _TEXT_FIELDS:
-        if values[name] is not None and "\x00" in values[name]:
-            raise _RejectedRecord(f"{name} contains a NUL character, which PostgreSQL cannot store", "bad_value")
-    if "\\u0000" in values["media"] or (values["hashtags"] and "\\u0000" in values["hashtags"]):
-        raise _RejectedRecord("attachments or hashtags contain a NUL character", "bad_value")
+    sponsored = record.is_sponsored
+    try:
+        media = msgspec.json.encode(attachments).decode()
+        tags = None if hashtags is None else msgspec.json.encode(hashtags).decode()
+    except UnicodeEncodeError:
+        raise _RejectedRecord(
+            "attachments or hashtags are not valid unicode (an unpaired surrogate)", "bad_value"
+        ) from None
+    values = (
+        str(post_id),
+        _text(record, "url"),
+        _text(record, "profile_id", "page_id", "user_id"),
+        _text(record, "page_name", "user_username_raw"),
+        _text(record, "user_url", "page_url"),
+        _text(record, "content", "text", "post_text"),
+        _timestamp(record, "date_posted"),
+        _count(record, "likes", "num_likes", "num_likes_type"),
+        _count(record, "num_comments"),
+        _count(record, "num_shares"),
+        _count(record, "video_view_count"),
+        _text(record, "post_type"),
+        sponsored if isinstance(sponsored, bool) else None,
+        media,
+        len(attachments),
+        tags,
+        _timestamp(record, "timestamp"),
+    )
+    if may_hold_nul:
+        # PostgreSQL text and jsonb cannot hold U+0000; saying so here keeps one bad post from failing the load.
+        for name, value in zip(_RECORD_COLUMNS, values, strict=True):
+            if isinstance(value, str) and ("\x00" in value or "\\u0000" in value):
+                raise _RejectedRecord(f"{name} contains a NUL character, which PostgreSQL cannot store", "bad_value")
     return values
 
 
@@ -340,6 +492,11 @@ def _sanitise(value: Any) -> Any:
 
 def _raw_json(record: Any) -> str:
     """The rejected record as jsonb text; only a record holding NUL or a broken surrogate is cleaned first."""
+    if isinstance(record, msgspec.Raw):
+        text = bytes(record).decode()  # msgspec has checked it is UTF-8 JSON
+        if "\\u0000" not in text:
+            return text
+        record = json.loads(text)
     raw = _ENCODER.encode(record)
     if "\\u0000" in raw or not _encodable(raw):
         raw = _ENCODER.encode(_sanitise(record))
@@ -368,22 +525,22 @@ class SnapshotParser:
         if self._consumed:
             raise RuntimeError("a snapshot stream can be parsed once; open the object again to parse it again")
         self._consumed = True
-        columns: dict[str, list[Any]] = {name: [] for name in (*_RECORD_COLUMNS, "_ordinal")}
-        for ordinal, record in iter_json_array(self._stream, chunk_size=self._chunk_size):
+        rows: list[tuple[Any, ...]] = []
+        ordinals: list[int] = []
+        for ordinal, raw, value in _elements(self._stream, self._chunk_size):
             self.stats.records += 1
             try:
-                values = post_values(record)
+                record = _to_record(raw, value)
+                rows.append(post_values(record, may_hold_nul=raw is None or b"\\u0000" in bytes(raw)))
             except _RejectedRecord as rejected:
-                self._reject(ordinal, record, rejected)
+                self._reject(ordinal, value if raw is None else raw, rejected)
                 continue
-            for name in _RECORD_COLUMNS:
-                columns[name].append(values[name])
-            columns["_ordinal"].append(ordinal)
-            if len(columns["post_id"]) >= self._batch_size:
-                yield self._batch(columns)
-                columns = {name: [] for name in (*_RECORD_COLUMNS, "_ordinal")}
-        if columns["post_id"]:
-            yield self._batch(columns)
+            ordinals.append(ordinal)
+            if len(rows) >= self._batch_size:
+                yield self._batch(rows, ordinals)
+                rows, ordinals = [], []
+        if rows:
+            yield self._batch(rows, ordinals)
 
     def _reject(self, ordinal: int, record: Any, rejected: _RejectedRecord) -> None:
         stats = self.stats
@@ -403,7 +560,9 @@ class SnapshotParser:
         ):
             self._rejects[name].append(value)
 
-    def _batch(self, columns: dict[str, list[Any]]) -> pa.RecordBatch:
+    def _batch(self, rows: list[tuple[Any, ...]], ordinals: list[int]) -> pa.RecordBatch:
+        columns: dict[str, list[Any]] = dict(zip(_RECORD_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        columns["_ordinal"] = ordinals
         try:
             return self._arrow(columns)
         except (UnicodeEncodeError, pa.ArrowException):

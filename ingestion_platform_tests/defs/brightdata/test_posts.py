@@ -240,6 +240,34 @@ def test_sandbox_snapshot_counts_match_what_brightdata_sent() -> None:
     }
 
 
+def _layouts() -> dict[str, bytes]:
+    config = BrightDataSandboxConfig(error_rate=0.05, missing_id_rate=0.03)
+    records = [json.loads(t) for t in snapshot_records(config, "s_layout", [{"url": PAGE}], [300])]
+    records[150]["content"] = "broken emoji BROKEN in the middle"  # an unpaired surrogate escape, written below
+    compact = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in records]
+    layouts = {
+        "one record a line": "[\n" + ",\n".join(compact) + "\n]",
+        "indented": json.dumps(records, ensure_ascii=False, indent=2),
+        "one line": "[" + ",".join(compact) + "]",
+        "ndjson": "\n".join(compact),  # read by the standard library's scanner only: the reference
+    }
+    # msgspec refuses "\ud83d" alone; the standard library's reader takes over from there.
+    return {name: text.replace("BROKEN", "\\ud83d").encode() for name, text in layouts.items()}
+
+
+@pytest.mark.parametrize("layout", ["one record a line", "indented", "one line"])
+@pytest.mark.parametrize("chunk_size", [997, 64 * 1024])
+def test_every_layout_and_window_size_parses_alike(layout: str, chunk_size: int) -> None:
+    layouts = _layouts()
+    expected = parse(layouts["ndjson"], batch_size=64)
+    rows, rejects, stats = parse(layouts[layout], batch_size=64, chunk_size=chunk_size)
+    assert rows == expected[0] and len(rows) > 250
+    assert [(r["ordinal"], r["reason"]) for r in rejects] == [(r["ordinal"], r["reason"]) for r in expected[1]]
+    assert [json.loads(r["raw"]) for r in rejects] == [json.loads(r["raw"]) for r in expected[1]]
+    assert any("not valid unicode" in r["reason"] for r in rejects)
+    assert stats.records == 300 and stats.bytes_read == len(layouts[layout])
+
+
 def _write_snapshot(path: Path, posts: int) -> int:
     with path.open("w", encoding="utf-8") as out:
         out.write("[\n")
