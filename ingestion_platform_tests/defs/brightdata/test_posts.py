@@ -243,7 +243,8 @@ def test_sandbox_snapshot_counts_match_what_brightdata_sent() -> None:
 def _layouts() -> dict[str, bytes]:
     config = BrightDataSandboxConfig(error_rate=0.05, missing_id_rate=0.03)
     records = [json.loads(t) for t in snapshot_records(config, "s_layout", [{"url": PAGE}], [300])]
-    records[150]["content"] = "broken emoji BROKEN in the middle"  # an unpaired surrogate escape, written below
+    middle = next(i for i in range(150, 300) if records[i].get("post_id"))
+    records[middle]["content"] = "broken emoji BROKEN in the middle"  # an unpaired surrogate escape, written below
     compact = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in records]
     layouts = {
         "one record a line": "[\n" + ",\n".join(compact) + "\n]",
