@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 
@@ -243,3 +245,27 @@ def test_large_snapshots_stream_in_bounded_memory() -> None:
     assert received > 20_000_000
     assert peak < 12_000_000, f"peak {peak / 1e6:.1f} MB while streaming {received / 1e6:.0f} MB"
     assert len(last_part) == 1000
+
+
+def test_runs_as_its_own_process_for_dev_and_benches() -> None:
+    """`python -m ...brightdata_api` prints its URL, serves, and stops cleanly on SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ingestion_platform.sandbox.brightdata_api", "--port", "0", "--api-key", "k"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening http://127.0.0.1:")
+        url = line.split()[1]
+        headers = {"Authorization": "Bearer k"}
+        snapshot = httpx.post(
+            f"{url}/datasets/v3/trigger", params={"dataset_id": DATASET}, json=[{"url": PAGE}], headers=headers
+        )
+        assert snapshot.status_code == 200
+        progress = httpx.get(f"{url}/datasets/v3/progress/{snapshot.json()['snapshot_id']}", headers=headers)
+        assert progress.json()["status"] == "starting"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
