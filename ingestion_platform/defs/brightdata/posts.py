@@ -511,7 +511,7 @@ class SnapshotParser:
     """
 
     def __init__(
-        self, stream: IO[bytes], labels: CrawlLabels, *, batch_size: int = 20_000, chunk_size: int = 1 << 20
+        self, stream: IO[bytes], labels: CrawlLabels, *, batch_size: int = 5_000, chunk_size: int = 1 << 20
     ) -> None:
         self.labels = labels
         self._chunk_size = chunk_size
@@ -603,7 +603,7 @@ class SnapshotParser:
 
 
 def parse_snapshot(
-    stream: IO[bytes], labels: CrawlLabels, *, batch_size: int = 20_000, chunk_size: int = 1 << 20
+    stream: IO[bytes], labels: CrawlLabels, *, batch_size: int = 5_000, chunk_size: int = 1 << 20
 ) -> SnapshotParser:
     """Start parsing a raw snapshot opened for binary reading (a file, an object store stream, a response body).
 
