@@ -65,6 +65,83 @@ class SFTPSettings:
             raise TypeError("set password_env or private_key_env (the name of the env var holding the secret)")
 
 
+# BrightData's "Facebook - Posts by profile URL" scraper: the dataset the replaced crawl service triggered.
+BRIGHTDATA_FACEBOOK_POSTS_DATASET = "gd_lkaxegm826bjpoo9m5"
+_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class CrawlTarget:
+    """One page to crawl: the BrightData input (url, num_of_posts) plus the labels its posts are filed under.
+
+    platform/competitor/brand/category are not sent to BrightData; they travel with the crawl into
+    `social.crawl_metadata` and onto every post, as the replaced service's trigger request carried them.
+    """
+
+    platform: str
+    competitor: str
+    brand: str
+    category: str
+    url: str
+    num_of_posts: int = 10
+    include_profile_data: bool = True
+    dataset_id: str | None = None  # overrides the tenant's default dataset for this target
+
+    def __post_init__(self) -> None:
+        for name in ("platform", "competitor", "brand", "category", "url"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise TypeError(f"crawl target {name} must be a non-empty string, got {value!r}")
+        if not self.url.startswith(("https://", "http://")):
+            raise TypeError(f"crawl target url must be an http(s) URL, got {self.url!r}")
+        if isinstance(self.num_of_posts, bool) or not isinstance(self.num_of_posts, int) or self.num_of_posts < 1:
+            raise TypeError(f"crawl target num_of_posts must be a positive integer, got {self.num_of_posts!r}")
+        if not isinstance(self.include_profile_data, bool):
+            raise TypeError(
+                f"crawl target include_profile_data must be true or false, got {self.include_profile_data!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BrightDataSettings:
+    """A tenant's BrightData account and the pages the daily schedule crawls for it.
+
+    The key itself is never in tenants.yaml: `api_key_env` names the environment variable holding it, so two
+    tenants can use two BrightData accounts from one deployment.
+    """
+
+    api_key_env: str
+    dataset_id: str = BRIGHTDATA_FACEBOOK_POSTS_DATASET
+    targets: tuple[CrawlTarget, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.api_key_env, str) or not _ENV_VAR_NAME.fullmatch(self.api_key_env):
+            raise TypeError(f"api_key_env must name an environment variable, got {self.api_key_env!r}")
+        if not isinstance(self.dataset_id, str) or not self.dataset_id.strip():
+            raise TypeError(f"dataset_id must be a non-empty string, got {self.dataset_id!r}")
+        if self.targets is None:
+            raw_targets: list[Any] = []
+        elif isinstance(self.targets, (list, tuple)):
+            raw_targets = list(self.targets)
+        else:
+            raise TypeError(f"targets must be a list of crawl targets, got {type(self.targets).__name__}")
+        targets = []
+        for index, target in enumerate(raw_targets):
+            if isinstance(target, CrawlTarget):
+                targets.append(target)
+            elif isinstance(target, dict):
+                try:
+                    targets.append(CrawlTarget(**target))
+                except TypeError as exc:
+                    raise TypeError(f"targets[{index}]: {exc}") from exc
+            else:
+                raise TypeError(f"targets[{index}] must be a mapping, got {target!r}")
+        object.__setattr__(self, "targets", tuple(targets))
+
+    def dataset_for(self, target: CrawlTarget) -> str:
+        return target.dataset_id or self.dataset_id
+
+
 @dataclass(frozen=True)
 class Tenant:
     id: str
@@ -76,6 +153,9 @@ class Tenant:
 
     def sftp(self) -> SFTPSettings:
         return _settings(self, "sftp", SFTPSettings)
+
+    def brightdata(self) -> BrightDataSettings:
+        return _settings(self, "brightdata", BrightDataSettings)
 
 
 def _settings[S](tenant: Tenant, source: str, cls: type[S]) -> S:

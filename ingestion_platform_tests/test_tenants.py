@@ -2,7 +2,14 @@
 
 import pytest
 
-from ingestion_platform.tenants import TenantConfigError, load_registry, parse_registry, tenant_days
+from ingestion_platform.tenants import (
+    BRIGHTDATA_FACEBOOK_POSTS_DATASET,
+    CrawlTarget,
+    TenantConfigError,
+    load_registry,
+    parse_registry,
+    tenant_days,
+)
 
 
 def test_registry_parses_sources_and_settings(tmp_path) -> None:
@@ -51,3 +58,78 @@ def test_missing_file_names_the_variable(tmp_path) -> None:
 def test_tenant_days_groups_a_runs_keys() -> None:
     keys = ["2024-01-02|b", "2024-01-01|a", "2024-01-01|b"]
     assert tenant_days(keys) == {"a": ["2024-01-01"], "b": ["2024-01-01", "2024-01-02"]}
+
+
+def test_brightdata_settings_parse_targets() -> None:
+    registry = parse_registry(
+        {
+            "tenants": {
+                "acme": {
+                    "brightdata": {
+                        "api_key_env": "ACME_BRIGHTDATA_KEY",
+                        "targets": [
+                            {
+                                "platform": "facebook",
+                                "competitor": "nutifood",
+                                "brand": "growplus-nutifood",
+                                "category": "sua-bot-tre-em",
+                                "url": "https://www.facebook.com/GrowPLUScuaNutiFood/",
+                                "num_of_posts": 25,
+                            },
+                            {
+                                "platform": "facebook",
+                                "competitor": "vinamilk",
+                                "brand": "dielac",
+                                "category": "sua-bot-tre-em",
+                                "url": "https://www.facebook.com/DielacAlpha/",
+                                "include_profile_data": False,
+                                "dataset_id": "gd_other",
+                            },
+                        ],
+                    }
+                },
+                "globex": {"brightdata": {"api_key_env": "GLOBEX_KEY"}},
+            }
+        }
+    )
+    settings = registry.get("acme").brightdata()
+    assert settings.api_key_env == "ACME_BRIGHTDATA_KEY"
+    assert settings.dataset_id == BRIGHTDATA_FACEBOOK_POSTS_DATASET
+    first, second = settings.targets
+    assert isinstance(first, CrawlTarget)
+    assert (first.competitor, first.brand, first.num_of_posts, first.include_profile_data) == (
+        "nutifood",
+        "growplus-nutifood",
+        25,
+        True,
+    )
+    assert second.num_of_posts == 10 and second.include_profile_data is False
+    assert settings.dataset_for(first) == BRIGHTDATA_FACEBOOK_POSTS_DATASET
+    assert settings.dataset_for(second) == "gd_other"
+    assert registry.get("globex").brightdata().targets == ()
+    assert [t.id for t in registry.with_source("brightdata")] == ["acme", "globex"]
+
+
+_TARGET = {"platform": "facebook", "competitor": "c", "brand": "b", "category": "k", "url": "https://fb.com/p"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "api_key_env"),
+        ({"api_key_env": "not a var"}, "api_key_env must name an environment variable"),
+        ({"api_key_env": "K", "dataset_id": ""}, "dataset_id must be a non-empty string"),
+        ({"api_key_env": "K", "targets": "https://fb.com/p"}, "targets must be a list"),
+        ({"api_key_env": "K", "targets": ["https://fb.com/p"]}, r"targets\[0\] must be a mapping"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "url": "fb.com/p"}]}, r"targets\[0\]: .*http\(s\) URL"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "num_of_posts": 0}]}, "num_of_posts must be a positive"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "num_of_posts": "5"}]}, "num_of_posts must be a positive"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "brand": " "}]}, "brand must be a non-empty string"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "include_profile_data": "yes"}]}, "include_profile_data"),
+        ({"api_key_env": "K", "targets": [{**_TARGET, "colour": "red"}]}, "unexpected keyword argument 'colour'"),
+    ],
+)
+def test_brightdata_settings_errors_name_the_tenant(settings: dict, message: str) -> None:
+    registry = parse_registry({"tenants": {"acme": {"brightdata": settings}}})
+    with pytest.raises(TenantConfigError, match=f"tenant 'acme': invalid 'brightdata' settings: .*{message}"):
+        registry.get("acme").brightdata()
