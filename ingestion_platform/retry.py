@@ -88,6 +88,8 @@ def is_transient(exc: BaseException) -> bool:
         return exc.connection_invalidated or (isinstance(exc.orig, Exception) and is_transient(exc.orig))
     if isinstance(exc, psycopg.Error):
         return _postgres_error_is_transient(exc)
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return True  # every pooled connection was busy: others finish
     if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
         return False
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):

@@ -38,6 +38,8 @@ from ingestion_platform.retry import is_transient, retry_transient
         (httpx.HTTPStatusError("503", request=httpx.Request("GET", "http://x"), response=httpx.Response(503)), True),
         (httpx.HTTPStatusError("401", request=httpx.Request("GET", "http://x"), response=httpx.Response(401)), False),
         (ValueError("bad input"), False),
+        (sqlalchemy.exc.TimeoutError("QueuePool limit of size 2 overflow 4 reached"), True),
+        (httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."), False),
     ],
 )
 def test_is_transient(exc: Exception, transient: bool) -> None:

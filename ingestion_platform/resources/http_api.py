@@ -220,7 +220,7 @@ class ApiClient:
         except ValueError as exc:
             snippet = _shorten(response.text[:200])
             raise ApiResponseError(
-                redact(f"{self.vendor} {method.upper()} {path}: response is not JSON ({exc}): {snippet!r}")
+                redact(f"{self.vendor} {method.upper()} {_endpoint(path)}: response is not JSON ({exc}): {snippet!r}")
             ) from None
 
     def stream_to(
@@ -302,7 +302,7 @@ class ApiClient:
             return call()
         except httpx.TransportError as exc:
             # Raised afresh from redacted text: httpx's own message may carry the URL with its query string.
-            raise ApiConnectionError(self.vendor, method, path, exc) from None
+            raise ApiConnectionError(self.vendor, method, _endpoint(path), exc) from None
 
     def _raise_for_status(
         self, method: str, path: str, response: httpx.Response, retry_statuses: Collection[int]

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -409,7 +409,7 @@ class BearerKey(httpx.Auth):
     def __init__(self, key: str) -> None:
         self.key = key
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         request.headers["Authorization"] = f"Bearer {self.key}"
         yield request
 
@@ -453,6 +453,6 @@ def test_redaction_utility() -> None:
     metadata = {"request": {"url": "https://x?key=hunter2-password", "tries": 2}, "notes": ["hunter2-password"]}
     assert redact_value(metadata) == {"request": {"url": f"https://x?key={REDACTED}", "tries": 2}, "notes": [REDACTED]}
     record = logging.LogRecord("any", logging.ERROR, __file__, 1, "failed with %s", ("hunter2-password",), None)
-    record.detail = "token hunter2-password"
+    record.__dict__["detail"] = "token hunter2-password"  # as `extra={"detail": ...}` sets it
     assert RedactingFilter().filter(record) and record.getMessage() == f"failed with {REDACTED}"
-    assert record.detail == f"token {REDACTED}"
+    assert record.__dict__["detail"] == f"token {REDACTED}"
