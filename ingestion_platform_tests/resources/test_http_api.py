@@ -456,3 +456,28 @@ def test_redaction_utility() -> None:
     record.__dict__["detail"] = "token hunter2-password"  # as `extra={"detail": ...}` sets it
     assert RedactingFilter().filter(record) and record.getMessage() == f"failed with {REDACTED}"
     assert record.__dict__["detail"] == f"token {REDACTED}"
+
+
+def test_api_key_never_reaches_the_dagster_event_log(server: ScriptedServer, no_sleep: None) -> None:
+    """A step that fails on the vendor's 401 records the error (and its causes) in the event log without the key."""
+    import dagster as dg
+
+    key = "bd-key-0c8e51f2a7d94b63"
+    server.on("/datasets/v3/trigger", reply(401, f'{{"error": "invalid token {key}"}}'))
+
+    @dg.asset
+    def crawl(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        with ApiClient("BrightData", server.url, auth=BearerKey(key), secrets=[key]) as client:
+            try:
+                client.request("POST", "/datasets/v3/trigger", params={"api_key": key}, json=[{"url": "https://x"}])
+            except ApiError as exc:
+                context.log.error(str(exc))
+                raise
+        return dg.MaterializeResult()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([crawl], instance=instance, raise_on_error=False)
+        assert not result.success
+        events = "\n".join(dg.serialize_value(record) for record in instance.all_logs(result.run_id))
+    assert "BrightData POST /datasets/v3/trigger failed: HTTP 401" in events and f"token {REDACTED}" in events
+    assert key not in events
