@@ -33,21 +33,23 @@ rows modified from `new_column_from_day` on, as when an administrator adds a fie
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
-import random
 import re
 import secrets
 import signal
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+import duckdb
+import numpy as np
+import pandas as pd
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -177,7 +179,7 @@ SCHEMAS: Mapping[str, Mapping[str, str]] = {
         "context": "text",
     },
 }
-KEY_COLUMNS = {"transactionline": "uniquekey", "deletedrecord": "recordid"}
+KEY_COLUMNS = {"transactionline": "uniquekey"}
 MODIFIED_COLUMNS = {"transactionline": "linelastmodifieddate", "deletedrecord": "deleteddate"}
 NEW_COLUMNS = {"customer": "custentity_loyalty_tier", "transaction": "custbody_channel"}
 DELETED_TYPES = {
@@ -260,7 +262,7 @@ class NetSuiteSandbox:
     base_url: str
     config: NetSuiteSandboxConfig
     stats: SandboxStats
-    db: sqlite3.Connection
+    db: duckdb.DuckDBPyConnection
 
     @property
     def account_id(self) -> str:
@@ -313,222 +315,221 @@ def _public_key(pem: str) -> jwk.ECKey | jwk.RSAKey:
 
 # ---- data -------------------------------------------------------------------------------------------------------
 
-_FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim", "Hedy", "Linus")
-_LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lee")
-_WORDS = ("Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Tyrell", "Cyberdyne", "Soylent", "Hooli")
-_SUFFIX = ("Inc", "LLC", "GmbH", "Ltd", "SA", "BV")
+_FIRST = np.array(["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim", "Hedy"])
+_LAST = np.array(["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman"])
+_WORDS = np.array(["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Tyrell", "Cyberdyne", "Hooli"])
+_SUFFIX = np.array(["Inc", "LLC", "GmbH", "Ltd", "SA", "BV"])
 
 
-def _ts(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+class _Generator:
+    """Vectorized (numpy) so the benchmark's 500,000 rows take a second or two to build, not half a minute."""
+
+    def __init__(self, config: NetSuiteSandboxConfig) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(list(hashlib.sha256(str(config.seed).encode()).digest()))
+        self.origin = np.datetime64(datetime.combine(config.start, datetime.min.time()), "s")
+        self.span = config.days * 86400
+        self.midway = np.datetime64(config.new_column_from, "s")
+        self.deleted: list[pd.DataFrame] = []
+
+    def n(self, table: str) -> int:
+        return int(self.config.rows.get(table, 0))
+
+    def modified(self, n: int) -> np.ndarray:
+        return self.origin + self.rng.integers(0, self.span, n).astype("timedelta64[s]")
+
+    def pick(self, values: np.ndarray, n: int) -> np.ndarray:
+        return values[self.rng.integers(0, len(values), n)]
+
+    def nulls(self, values: np.ndarray, share: float) -> pd.Series:
+        series = pd.Series(values, dtype=object)
+        series[self.rng.random(len(values)) < share] = None
+        return series
+
+    def with_deletions(
+        self, table: str, first_id: int, names: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[pd.DataFrame, int]:
+        """`n` live records plus a share of deleted ones, which exist only in deletedrecord afterwards."""
+        n = self.n(table)
+        extra = int(self.rng.binomial(n, self.config.deleted_share)) if n else 0
+        ids = np.arange(first_id, first_id + n + extra)
+        modified = self.modified(len(ids))
+        gone = np.zeros(len(ids), dtype=bool)
+        gone[self.rng.choice(len(ids), extra, replace=False)] = True
+        if extra:
+            types = DELETED_TYPES[table]
+            self.deleted.append(
+                pd.DataFrame(
+                    {
+                        "recordid": ids[gone],
+                        "recordtype": self.pick(np.array(types), extra),
+                        "name": names(ids[gone]),
+                        "deleteddate": modified[gone] + self.rng.integers(1, 3600, extra).astype("timedelta64[s]"),
+                        "context": self.pick(np.array(["webservices", "userinterface", "csvimport"]), extra),
+                    }
+                )
+            )
+        return pd.DataFrame({"id": ids[~gone], "lastmodifieddate": modified[~gone]}), first_id + len(ids)
+
+    def entities(self, table: str, first_id: int) -> tuple[pd.DataFrame, int]:
+        frame, next_id = self.with_deletions(
+            table, first_id, lambda ids: np.char.add(f"{table.upper()} ", ids.astype(str))
+        )
+        n = len(frame)
+        first, last = self.pick(_FIRST, n), self.pick(_LAST, n)
+        ids = frame["id"].to_numpy().astype(str)
+        prefix = {"customer": "CUST", "vendor": "VEND", "employee": "EMP"}[table]
+        frame["entityid"] = np.char.add(prefix, ids)
+        email = np.char.lower(np.char.add(np.char.add(np.char.add(first, "."), last), np.char.add(ids, "@example.com")))
+        frame["email"] = self.nulls(email, 0.1)
+        frame["subsidiary"] = self.rng.integers(1, max(self.n("subsidiary"), 1) + 1, n)
+        frame["isinactive"] = self.rng.random(n) < 0.05
+        if table == "employee":
+            frame["firstname"], frame["lastname"] = first, last
+            return frame, next_id
+        company = np.char.add(np.char.add(self.pick(_WORDS, n), " "), np.char.add(last, " "))
+        frame["companyname"] = np.char.add(company, self.pick(_SUFFIX, n))
+        phone = np.char.add("+1 555 ", self.rng.integers(1_000_000, 9_999_999, n).astype(str))
+        frame["phone"] = self.nulls(phone, 0.3)
+        if table == "customer":
+            frame["balance"] = np.round(self.rng.uniform(0, 50000, n), 2)
+            frame["datecreated"] = frame["lastmodifieddate"].to_numpy() - self.rng.integers(0, 900 * 86400, n).astype(
+                "timedelta64[s]"
+            )
+            tier = pd.Series(self.pick(np.array(["bronze", "silver", "gold"]), n), dtype=object)
+            tier[frame["lastmodifieddate"].to_numpy() < self.midway] = None
+            frame["custentity_loyalty_tier"] = tier
+        return frame, next_id
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        rng = self.rng
+        n_sub = max(self.n("subsidiary"), 1)
+        out: dict[str, pd.DataFrame] = {}
+        sub_ids = np.arange(1, self.n("subsidiary") + 1)
+        countries = np.array(["US", "GB", "DE", "FR", "JP"])
+        out["subsidiary"] = pd.DataFrame(
+            {
+                "id": sub_ids,
+                "name": np.char.add(np.char.add(_WORDS[sub_ids % len(_WORDS)], " "), countries[sub_ids % 5]),
+                "country": countries[sub_ids % 5],
+                "currency": 1 + sub_ids % 5,
+                "isinactive": sub_ids > 4,
+                "lastmodifieddate": self.modified(len(sub_ids)),
+            }
+        )
+        acct_ids = np.arange(1, self.n("account") + 1)
+        acct_types = np.array(["Bank", "AcctRec", "AcctPay", "Income", "Expense", "COGS", "Equity", "OthCurrAsset"])
+        number = (1000 + acct_ids * 10).astype(str)
+        out["account"] = pd.DataFrame(
+            {
+                "id": acct_ids,
+                "acctnumber": number,
+                "accountsearchdisplayname": np.char.add(np.char.add(number, " "), acct_types[acct_ids % 8]),
+                "accttype": acct_types[acct_ids % 8],
+                "subsidiary": 1 + acct_ids % n_sub,
+                "isinactive": rng.random(len(acct_ids)) < 0.05,
+                "lastmodifieddate": self.modified(len(acct_ids)),
+            }
+        )
+        # Entities share one id space, as in NetSuite; items and transactions have their own.
+        next_id = 1
+        for table in ("customer", "vendor", "employee"):
+            out[table], next_id = self.entities(table, next_id)
+
+        items, _ = self.with_deletions("item", 1, lambda ids: np.char.add("ITEM-", ids.astype(str)))
+        n = len(items)
+        ids = items["id"].to_numpy()
+        items["itemid"] = np.char.add("ITEM-", ids.astype(str))
+        items["displayname"] = np.char.add(np.char.add(self.pick(_WORDS, n), " widget "), ids.astype(str))
+        items["itemtype"] = np.array(["InvtPart", "Service", "NonInvtPart", "Kit"])[ids % 4]
+        items["baseprice"] = np.round(rng.uniform(1, 900, n), 2)
+        items["isinactive"] = rng.random(n) < 0.03
+        out["item"] = items
+
+        kinds = np.array(["SalesOrd", "CustInvc", "VendBill"])
+        trans, _ = self.with_deletions("transaction", 1, lambda ids: np.char.add("TRAN", ids.astype(str)))
+        n = len(trans)
+        ids = trans["id"].to_numpy()
+        kind = self.pick(kinds, n)
+        changed = trans["lastmodifieddate"].to_numpy()
+        customers = out["customer"]["id"].to_numpy() if len(out["customer"]) else np.array([0])
+        vendors = out["vendor"]["id"].to_numpy() if len(out["vendor"]) else np.array([0])
+        trans["tranid"] = np.char.add(np.char.upper(kind.astype("<U2")), ids.astype(str))
+        trans["type"] = kind
+        trans["trandate"] = (changed - rng.integers(0, 30, n).astype("timedelta64[D]")).astype("datetime64[D]")
+        trans["entity"] = np.where(kind == "VendBill", self.pick(vendors, n), self.pick(customers, n))
+        trans["subsidiary"] = rng.integers(1, n_sub + 1, n)
+        trans["status"] = np.where(rng.random(n) < 0.5, "Open", "Closed")
+        trans["currency"] = 1
+        trans["foreigntotal"] = np.round(rng.uniform(10, 20000, n), 2)
+        trans["memo"] = self.nulls(np.char.add("memo ", ids.astype(str)), 0.6)
+        channel = pd.Series(self.pick(np.array(["web", "phone", "partner"]), n), dtype=object)
+        channel[changed < self.midway] = None
+        trans["custbody_channel"] = channel
+        out["transaction"] = trans
+
+        n_lines = self.n("transactionline")
+        if n_lines and n:
+            parent = np.arange(n_lines) % n
+            changed = trans["lastmodifieddate"].to_numpy()[parent]
+            # A line changes with its transaction, or later on its own.
+            later = rng.integers(0, 86400, n_lines) * (rng.random(n_lines) < 0.2)
+            changed = np.minimum(
+                changed + later.astype("timedelta64[s]"), self.origin + np.timedelta64(self.span - 1, "s")
+            )
+            quantity = rng.integers(1, 20, n_lines).astype(float)
+            rate = np.round(rng.uniform(1, 500, n_lines), 2)
+            out["transactionline"] = pd.DataFrame(
+                {
+                    "uniquekey": np.arange(1, n_lines + 1),
+                    "id": np.arange(n_lines) // n,
+                    "transaction": ids[parent],
+                    "item": self.pick(out["item"]["id"].to_numpy() if len(out["item"]) else np.array([0]), n_lines),
+                    "quantity": quantity,
+                    "rate": rate,
+                    "netamount": np.round(quantity * rate, 2),
+                    "linelastmodifieddate": changed,
+                }
+            )
+        else:
+            out["transactionline"] = pd.DataFrame({c: [] for c in SCHEMAS["transactionline"]})
+        for table in list(out):
+            if not self.n(table):
+                out[table] = out[table].iloc[0:0]
+        deleted = [d for d in self.deleted if len(d)]
+        out["deletedrecord"] = (
+            pd.concat(deleted, ignore_index=True)
+            if deleted
+            else pd.DataFrame({c: [] for c in SCHEMAS["deletedrecord"]})
+        )
+        return {table: frame[list(SCHEMAS[table])] for table, frame in out.items()}
 
 
-def generate_tables(config: NetSuiteSandboxConfig) -> dict[str, list[tuple[Any, ...]]]:
+def generate_tables(config: NetSuiteSandboxConfig) -> dict[str, pd.DataFrame]:
     """Every table's rows, deterministic for `config.seed`: the same config always serves the same account."""
-    rng = random.Random(f"{config.seed}")
-    origin = datetime.combine(config.start, datetime.min.time())
-    span = config.days * 86400
-    midway = config.new_column_from
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    deleted: list[tuple[Any, ...]] = []
-
-    def modified() -> datetime:
-        return origin + timedelta(seconds=rng.randrange(span))
-
-    def counts(table: str) -> int:
-        return int(config.rows.get(table, 0))
-
-    n_sub = max(counts("subsidiary"), 1 if any(config.rows.values()) else 0)
-    n_entities = {t: counts(t) for t in ("customer", "vendor", "employee")}
-    tables["subsidiary"] = [
-        (
-            i,
-            f"{_WORDS[i % len(_WORDS)]} {('US', 'UK', 'DE', 'FR', 'JP')[i % 5]}",
-            ("US", "GB", "DE", "FR", "JP")[i % 5],
-            1 + i % 5,
-            i == n_sub and n_sub > 2,
-            _ts(modified()),
-        )
-        for i in range(1, counts("subsidiary") + 1)
-    ]
-    types = ("Bank", "AcctRec", "AcctPay", "Income", "Expense", "COGS", "Equity", "OthCurrAsset")
-    tables["account"] = [
-        (
-            i,
-            f"{1000 + i * 10}",
-            f"{1000 + i * 10} {types[i % len(types)]} {i}",
-            types[i % len(types)],
-            1 + i % n_sub,
-            rng.random() < 0.05,
-            _ts(modified()),
-        )
-        for i in range(1, counts("account") + 1)
-    ]
-
-    # Entities share one id space (as in NetSuite); a share of the ids is deleted and lives only in deletedrecord.
-    next_id = 1
-    for table in ("customer", "vendor", "employee"):
-        rows: list[tuple[Any, ...]] = []
-        while len(rows) < n_entities[table]:
-            entity_id, next_id = next_id, next_id + 1
-            first, last = rng.choice(_FIRST), rng.choice(_LAST)
-            company = f"{rng.choice(_WORDS)} {last} {rng.choice(_SUFFIX)}"
-            changed = modified()
-            if rng.random() < config.deleted_share:
-                deleted.append(
-                    (
-                        entity_id,
-                        table,
-                        company if table != "employee" else f"{first} {last}",
-                        _ts(changed + timedelta(seconds=rng.randrange(1, 3600))),
-                        "webservices",
-                    )
-                )
-                continue
-            email = f"{first}.{last}{entity_id}@example.com".lower() if rng.random() > 0.1 else None
-            phone = f"+1 555 {rng.randrange(100, 999)} {rng.randrange(1000, 9999)}" if rng.random() > 0.3 else None
-            sub = 1 + rng.randrange(n_sub) if n_sub else None
-            if table == "customer":
-                tier = rng.choice(("bronze", "silver", "gold")) if changed >= midway else None
-                created = changed - timedelta(days=rng.randrange(0, 900))
-                rows.append(
-                    (
-                        entity_id,
-                        f"CUST{entity_id}",
-                        company,
-                        email,
-                        phone,
-                        sub,
-                        round(rng.uniform(0, 50000), 2),
-                        _ts(created),
-                        rng.random() < 0.05,
-                        _ts(changed),
-                        tier,
-                    )
-                )
-            elif table == "vendor":
-                rows.append(
-                    (entity_id, f"VEND{entity_id}", company, email, phone, sub, rng.random() < 0.05, _ts(changed))
-                )
-            else:
-                rows.append((entity_id, f"EMP{entity_id}", first, last, email, sub, rng.random() < 0.05, _ts(changed)))
-        tables[table] = rows
-
-    item_types = ("InvtPart", "Service", "NonInvtPart", "Kit")
-    items: list[tuple[Any, ...]] = []
-    item_id = 0
-    while len(items) < counts("item"):
-        item_id += 1
-        changed = modified()
-        if rng.random() < config.deleted_share:
-            deleted.append(
-                (
-                    item_id,
-                    rng.choice(DELETED_TYPES["item"]),
-                    f"ITEM-{item_id}",
-                    _ts(changed + timedelta(seconds=rng.randrange(1, 3600))),
-                    "userinterface",
-                )
-            )
-            continue
-        items.append(
-            (
-                item_id,
-                f"ITEM-{item_id}",
-                f"{rng.choice(_WORDS)} widget {item_id}",
-                item_types[item_id % len(item_types)],
-                round(rng.uniform(1, 900), 2),
-                rng.random() < 0.03,
-                _ts(changed),
-            )
-        )
-    tables["item"] = items
-
-    customers = [r[0] for r in tables["customer"]] or [0]
-    vendors = [r[0] for r in tables["vendor"]] or [0]
-    item_ids = [r[0] for r in items] or [0]
-    transactions: list[tuple[Any, ...]] = []
-    tran_id = 0
-    statuses = {
-        "SalesOrd": ("Pending Fulfillment", "Billed"),
-        "CustInvc": ("Open", "Paid In Full"),
-        "VendBill": ("Open", "Paid In Full"),
-    }
-    while len(transactions) < counts("transaction"):
-        tran_id += 1
-        changed = modified()
-        kind = rng.choice(("SalesOrd", "CustInvc", "VendBill"))
-        if rng.random() < config.deleted_share:
-            record_type = {"SalesOrd": "salesorder", "CustInvc": "invoice", "VendBill": "vendorbill"}[kind]
-            deleted.append(
-                (
-                    tran_id,
-                    record_type,
-                    f"{kind}{tran_id}",
-                    _ts(changed + timedelta(seconds=rng.randrange(1, 3600))),
-                    "csvimport",
-                )
-            )
-            continue
-        entity = rng.choice(vendors if kind == "VendBill" else customers)
-        channel = rng.choice(("web", "phone", "partner")) if changed >= midway else None
-        transactions.append(
-            (
-                tran_id,
-                f"{kind[:2].upper()}{tran_id:07d}",
-                kind,
-                (changed - timedelta(days=rng.randrange(0, 30))).date().isoformat(),
-                entity,
-                1 + rng.randrange(n_sub) if n_sub else None,
-                rng.choice(statuses[kind]),
-                1,
-                round(rng.uniform(10, 20000), 2),
-                None if rng.random() < 0.6 else f"memo {tran_id}",
-                _ts(changed),
-                channel,
-            )
-        )
-    tables["transaction"] = transactions
-
-    lines: list[tuple[Any, ...]] = []
-    n_lines = counts("transactionline")
-    tran_rows = transactions or [(0, None, None, None, None, None, None, None, None, None, _ts(origin), None)]
-    unique = 0
-    while len(lines) < n_lines:
-        tran = tran_rows[len(lines) % len(tran_rows)]
-        line_no = len(lines) // len(tran_rows)
-        unique += 1
-        quantity = float(rng.randrange(1, 20))
-        rate = round(rng.uniform(1, 500), 2)
-        # A line changes with its transaction, or later on its own.
-        changed = datetime.strptime(tran[10], "%Y-%m-%d %H:%M:%S")
-        if rng.random() < 0.2:
-            changed = min(changed + timedelta(seconds=rng.randrange(1, 86400)), origin + timedelta(seconds=span - 1))
-        lines.append(
-            (unique, line_no, tran[0], rng.choice(item_ids), quantity, rate, round(quantity * rate, 2), _ts(changed))
-        )
-    tables["transactionline"] = lines
-    for table in tables:
-        if not config.rows.get(table):
-            tables[table] = []
-    tables["deletedrecord"] = [row for row in deleted if config.rows.get(_deleted_table(row[1]), 0)]
-    return tables
+    return _Generator(config).tables()
 
 
-def _deleted_table(record_type: str) -> str:
-    return next((t for t, types in DELETED_TYPES.items() if record_type in types), record_type)
+_DUCKDB_TYPES = {
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "text": "VARCHAR",
+    "bool": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
 
 
-def build_database(config: NetSuiteSandboxConfig) -> sqlite3.Connection:
-    db = sqlite3.connect(":memory:", check_same_thread=False)
-    for table, rows in generate_tables(config).items():
+def build_database(config: NetSuiteSandboxConfig) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB, each table stored in key order so a key-set page skips earlier row groups."""
+    db = duckdb.connect(":memory:")
+    for table, frame in generate_tables(config).items():
         schema = SCHEMAS[table]
-        columns = ", ".join(f'"{c}"' for c in schema)
-        db.execute(f'CREATE TABLE "{table}" ({columns}, PRIMARY KEY ("{KEY_COLUMNS.get(table, "id")}"))')
-        db.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" for _ in schema)})', rows)
-        modified = MODIFIED_COLUMNS.get(table, "lastmodifieddate")
-        db.execute(f'CREATE INDEX "{table}_modified" ON "{table}" ("{modified}")')
-    db.commit()
+        columns = ", ".join(f'CAST("{c}" AS {_DUCKDB_TYPES[kind]}) AS "{c}"' for c, kind in schema.items())
+        db.register("generated", frame)
+        order = "recordtype, recordid" if table == "deletedrecord" else f'"{KEY_COLUMNS.get(table, "id")}"'
+        db.execute(f'CREATE TABLE "{table}" AS SELECT {columns} FROM generated ORDER BY {order}')
+        db.unregister("generated")
     return db
 
 
@@ -564,7 +565,6 @@ class ParsedQuery:
     projections: tuple[Projection, ...]
     count_alias: str | None
     where_sql: str
-    params: tuple[Any, ...]
     order_by: str | None
 
 
@@ -599,23 +599,23 @@ def parse_suiteql(query: str) -> ParsedQuery:
     if count_alias and projections:
         raise QueryError("COUNT(*) cannot be mixed with columns without GROUP BY")
 
+    # Values go into the SQL as literals, not parameters: DuckDB prunes row groups and stops a top-N early only for
+    # literals (5x faster pages). They are safe to inline: the patterns admit only digits, a validated timestamp,
+    # and quote-free strings.
     clauses: list[str] = []
-    params: list[Any] = []
     if match["where"]:
         for cond in re.split(r"\s+AND\s+", match["where"].strip(), flags=re.IGNORECASE):
             if m := _COMPARE.match(cond.strip()):
                 op = "<>" if m[2] == "!=" else m[2]
-                clauses.append(f'"{column(m[1])}" {op} ?')
                 if m[3] is not None:
-                    params.append(_timestamp_param(m[3]))
+                    literal = f"TIMESTAMP '{_timestamp_param(m[3]):%Y-%m-%d %H:%M:%S}'"
                 elif m[4] is not None:
-                    params.append(int(m[4]))
+                    literal = str(int(m[4]))
                 else:
-                    params.append(m[5])
+                    literal = f"'{m[5]}'"
+                clauses.append(f'"{column(m[1])}" {op} {literal}')
             elif m := _IN.match(cond.strip()):
-                values = re.findall(r"'([^']*)'", m[2])
-                clauses.append(f'"{column(m[1])}" IN ({", ".join("?" for _ in values)})')
-                params.extend(values)
+                clauses.append(f'"{column(m[1])}" IN ({", ".join(re.findall(r"'[^']*'", m[2]))})')
             else:
                 raise QueryError(f"unsupported condition {cond.strip()!r}")
     order_by = column(match["order"]) if match["order"] else None
@@ -624,7 +624,6 @@ def parse_suiteql(query: str) -> ParsedQuery:
         projections=tuple(projections),
         count_alias=count_alias,
         where_sql=" AND ".join(clauses) or "1 = 1",
-        params=tuple(params),
         order_by=order_by,
     )
 
@@ -644,25 +643,22 @@ def _split_select(cols: str) -> list[str]:
     return parts
 
 
-def _timestamp_param(value: str) -> str:
+def _timestamp_param(value: str) -> datetime:
     try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         raise QueryError(f"'{value}' does not match the format {TIMESTAMP_FORMAT}") from None
 
 
-def _render(kind: str, value: Any, as_timestamp: bool) -> str:
-    """One value as SuiteQL over REST returns it: a string, in the account's date format unless TO_CHAR'd."""
-    if kind == "bool":
-        return "T" if value else "F"
+def _rendered(kind: str, column: str, as_timestamp: bool) -> str:
+    """SQL that renders a value as SuiteQL over REST returns it: a string; dates in the account's format
+    (`M/D/YYYY`, no time) unless selected through TO_CHAR; booleans as T/F."""
+    quoted = f'"{column}"'
     if kind in ("timestamp", "date"):
-        moment = datetime.fromisoformat(value)
-        if as_timestamp:
-            return moment.strftime("%Y-%m-%d %H:%M:%S")
-        return f"{moment.month}/{moment.day}/{moment.year}"
-    if kind == "float":
-        return repr(float(value))
-    return str(value)
+        return f"strftime({quoted}, '{'%Y-%m-%d %H:%M:%S' if as_timestamp else '%-m/%-d/%Y'}')"
+    if kind == "bool":
+        return f"CASE WHEN {quoted} IS NULL THEN NULL WHEN {quoted} THEN 'T' ELSE 'F' END"
+    return f"CAST({quoted} AS VARCHAR)"
 
 
 # ---- HTTP -------------------------------------------------------------------------------------------------------
@@ -744,7 +740,7 @@ class _TBAValidator(RequestValidator):
 
 
 class _NetSuiteApp:
-    def __init__(self, config: NetSuiteSandboxConfig, db: sqlite3.Connection, stats: SandboxStats) -> None:
+    def __init__(self, config: NetSuiteSandboxConfig, db: duckdb.DuckDBPyConnection, stats: SandboxStats) -> None:
         self.config = config
         self.db = db
         self.stats = stats
@@ -907,24 +903,27 @@ class _NetSuiteApp:
     def _execute(self, parsed: ParsedQuery, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         table = f'"{parsed.table}"'
         with _DB_LOCK:
-            count_sql = f"SELECT COUNT(*) FROM {table} WHERE {parsed.where_sql}"
-            total = self.db.execute(count_sql, parsed.params).fetchone()[0]
+            total = self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {parsed.where_sql}").fetchone()[0]
             if parsed.count_alias:
                 return [{"links": [], parsed.count_alias: str(total)}], 1
-            columns = ", ".join(f'"{p.source}"' for p in parsed.projections)
+            schema = SCHEMAS[parsed.table]
+            columns = ", ".join(_rendered(schema[p.source], p.source, p.as_timestamp) for p in parsed.projections)
             order = f' ORDER BY "{parsed.order_by}"' if parsed.order_by else ""
-            rows = self.db.execute(
-                f"SELECT {columns} FROM {table} WHERE {parsed.where_sql}{order} LIMIT ? OFFSET ?",
-                (*parsed.params, limit, offset),
-            ).fetchall()
-        schema = SCHEMAS[parsed.table]
-        items = []
-        for row in rows:
-            item: dict[str, Any] = {"links": []}
-            for projection, value in zip(parsed.projections, row, strict=True):
-                if value is not None:  # NetSuite leaves null fields out of the item
-                    item[projection.alias] = _render(schema[projection.source], value, projection.as_timestamp)
-            items.append(item)
+            window = f"FROM {table} WHERE {parsed.where_sql}{order} LIMIT {limit} OFFSET {offset}"
+            page = f"SELECT * {window}"
+            if parsed.order_by == KEY_COLUMNS.get(parsed.table, "id"):
+                # Ordered by the unique key: find the page's key range first (narrow and fast), then render just
+                # those rows; DuckDB would otherwise materialize every matching wide row before the LIMIT.
+                key = f'"{parsed.order_by}"'
+                keys = f"SELECT {key} {window}"
+                low, high = self.db.execute(f"SELECT min({key}), max({key}) FROM ({keys})").fetchone()
+                if low is None:
+                    return [], total
+                page = f"SELECT * FROM {table} WHERE {key} >= {low} AND {key} <= {high} AND {parsed.where_sql}"
+            rows = self.db.execute(f"SELECT {columns} FROM ({page}){order}").fetchall()
+        aliases = [p.alias for p in parsed.projections]
+        # NetSuite leaves null fields out of an item.
+        items = [{"links": [], **{a: v for a, v in zip(aliases, row, strict=True) if v is not None}} for row in rows]
         return items, total
 
 
