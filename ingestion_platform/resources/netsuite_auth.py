@@ -106,7 +106,7 @@ class NetSuiteM2M(httpx.Auth):
         algorithm: str = "PS256",
         scopes: Sequence[str] = ("rest_webservices",),
         refresh_margin_s: float = 60.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if algorithm not in ASSERTION_ALGORITHMS:
             raise ValueError(f"NetSuite signs client assertions with one of {ASSERTION_ALGORITHMS}, not {algorithm!r}")
@@ -138,7 +138,7 @@ class NetSuiteM2M(httpx.Auth):
 
     @property
     def token_expires_at(self) -> float:
-        """When the cached token expires (epoch seconds, 0 if none): for metadata and tests, not a secret."""
+        """When the cached token expires on `clock`'s scale (0 if none): for metadata and tests, not a secret."""
         return self._expires_at
 
     def invalidate(self) -> None:
@@ -147,7 +147,9 @@ class NetSuiteM2M(httpx.Auth):
             self._expires_at = 0.0
 
     def client_assertion(self) -> str:
-        now = int(self._clock())
+        # Wall-clock time: NetSuite compares iat and exp with its own clock. Expiry of the cached access token is
+        # judged on `clock` (monotonic), which a wall-clock step cannot fool.
+        now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.client_id,
             "scope": list(self.scopes),

@@ -280,10 +280,13 @@ def keyset_pages(
     after: int | None = None
     while True:
         page = parse_page(post(make_query(after), page_size, 0))
+        if page.items:
+            first, last = int(page.items[0][key]), int(page.items[-1][key])
+            if (after is not None and first <= after) or last < first:
+                raise SuiteQLResponseError(
+                    f"key-set paging did not advance past {key}={after} (page {first}..{last}): is ORDER BY unique?"
+                )
+            after = last
         yield page
         if not page.has_more or not page.items:
             return
-        last = int(page.items[-1][key])
-        if after is not None and last <= after:
-            raise SuiteQLResponseError(f"key-set paging did not advance past {key}={after}: is ORDER BY unique?")
-        after = last
