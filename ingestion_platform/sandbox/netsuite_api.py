@@ -14,7 +14,7 @@ What it serves, as NetSuite does:
 - `GET /services/rest/record/v1/metadata-catalog/{record}` (`Accept: application/schema+json`): the columns.
 
 The SuiteQL it understands is the subset `ingestion_platform.defs.netsuite.suiteql` writes, parsed with regular
-expressions and run on an in-memory SQLite database; anything else is answered with NetSuite's 400 for an invalid
+expressions and run on an in-memory DuckDB database; anything else is answered with NetSuite's 400 for an invalid
 query, so a client that drifts from the subset fails loudly:
 
     SELECT <* | COUNT(*) AS count | col | TO_CHAR(col, 'YYYY-MM-DD HH24:MI:SS') AS col, ...> FROM <table>
@@ -86,7 +86,7 @@ DEFAULT_ROWS: Mapping[str, int] = {
     "transactionline": 3000,
 }
 
-# Column name -> SQLite storage kind; kinds: int, float, text, bool, date, timestamp.
+# Column name -> kind (int, float, text, bool, date, timestamp); stored with the DuckDB types of _DUCKDB_TYPES.
 SCHEMAS: Mapping[str, Mapping[str, str]] = {
     "subsidiary": {
         "id": "int",
@@ -180,8 +180,6 @@ SCHEMAS: Mapping[str, Mapping[str, str]] = {
     },
 }
 KEY_COLUMNS = {"transactionline": "uniquekey"}
-MODIFIED_COLUMNS = {"transactionline": "linelastmodifieddate", "deletedrecord": "deleteddate"}
-NEW_COLUMNS = {"customer": "custentity_loyalty_tier", "transaction": "custbody_channel"}
 DELETED_TYPES = {
     "customer": ("customer",),
     "vendor": ("vendor",),
@@ -277,7 +275,7 @@ class NetSuiteSandbox:
         return self.base_url + SUITEQL_PATH
 
     def ground_truth(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the sandbox's own tables with SQLite SQL, for tests to state what a correct extraction returns."""
+        """Read the sandbox's own tables with DuckDB SQL, for tests to state what a correct extraction returns."""
         with _DB_LOCK:
             return self.db.execute(sql, params).fetchall()
 
@@ -569,7 +567,7 @@ class ParsedQuery:
 
 
 def parse_suiteql(query: str) -> ParsedQuery:
-    """The documented subset, translated to SQLite with parameters; anything else raises QueryError."""
+    """The documented subset, translated to DuckDB SQL; anything else raises QueryError."""
     match = _SELECT.match(query)
     if not match:
         raise QueryError("the query is not SELECT ... FROM <table> [WHERE ...] [ORDER BY <column>]")
@@ -793,7 +791,9 @@ class _NetSuiteApp:
             self.stats.rejected_auth += 1
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         access_token = secrets.token_urlsafe(48)
-        self.tokens[access_token] = time.time() + self.config.token_lifetime_s
+        now = time.time()
+        self.tokens = {t: expires for t, expires in self.tokens.items() if expires > now}
+        self.tokens[access_token] = now + self.config.token_lifetime_s
         self.stats.tokens_issued += 1
         return JSONResponse(
             {"access_token": access_token, "expires_in": str(self.config.token_lifetime_s), "token_type": "Bearer"}

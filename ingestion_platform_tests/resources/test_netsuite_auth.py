@@ -1,5 +1,6 @@
 """NetSuite authentication against the sandbox server, which verifies signatures and assertions as NetSuite does."""
 
+import asyncio
 import logging
 import re
 from collections.abc import Generator, Iterator
@@ -231,3 +232,19 @@ def test_secrets_never_reach_logs_reprs_or_errors(
     published = caplog.text + repr(tba_auth) + repr(m2m) + str(refused.value)
     for secret in secrets:
         assert secret not in published
+
+
+def test_oauth2_works_from_an_async_client(sandbox: NetSuiteSandbox, es256_key: tuple[str, str]) -> None:
+    auth = NetSuiteM2M(
+        sandbox.account_id, CLIENT_ID, CERTIFICATE_ID, es256_key[0], token_url=sandbox.token_url, algorithm="ES256"
+    )
+    issued = sandbox.stats.tokens_issued
+
+    async def two_queries() -> tuple[int, int]:
+        async with httpx.AsyncClient(base_url=sandbox.base_url, auth=auth, headers={"Prefer": "transient"}) as client:
+            first = await client.post(SUITEQL_PATH, json=QUERY)
+            second = await client.post(SUITEQL_PATH, json=QUERY)
+        return first.status_code, second.status_code
+
+    assert asyncio.run(two_queries()) == (200, 200)
+    assert sandbox.stats.tokens_issued == issued + 1
