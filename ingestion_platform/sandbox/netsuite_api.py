@@ -628,7 +628,9 @@ def parse_suiteql(query: str) -> ParsedQuery:
 
 def _split_select(cols: str) -> list[str]:
     """Split the select list on top-level commas (TO_CHAR's arguments hold commas)."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in cols:
         if char == "," and depth == 0:
             parts.append("".join(current).strip())
@@ -791,9 +793,9 @@ class _NetSuiteApp:
             self.stats.rejected_auth += 1
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         access_token = secrets.token_urlsafe(48)
-        now = time.time()
-        self.tokens = {t: expires for t, expires in self.tokens.items() if expires > now}
-        self.tokens[access_token] = now + self.config.token_lifetime_s
+        issued_at = time.time()
+        self.tokens = {t: expires for t, expires in self.tokens.items() if expires > issued_at}
+        self.tokens[access_token] = issued_at + self.config.token_lifetime_s
         self.stats.tokens_issued += 1
         return JSONResponse(
             {"access_token": access_token, "expires_in": str(self.config.token_lifetime_s), "token_type": "Bearer"}
@@ -903,7 +905,7 @@ class _NetSuiteApp:
     def _execute(self, parsed: ParsedQuery, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         table = f'"{parsed.table}"'
         with _DB_LOCK:
-            total = self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {parsed.where_sql}").fetchone()[0]
+            (total,) = self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {parsed.where_sql}").fetchall()[0]
             if parsed.count_alias:
                 return [{"links": [], parsed.count_alias: str(total)}], 1
             schema = SCHEMAS[parsed.table]
@@ -916,7 +918,7 @@ class _NetSuiteApp:
                 # those rows; DuckDB would otherwise materialize every matching wide row before the LIMIT.
                 key = f'"{parsed.order_by}"'
                 keys = f"SELECT {key} {window}"
-                low, high = self.db.execute(f"SELECT min({key}), max({key}) FROM ({keys})").fetchone()
+                low, high = self.db.execute(f"SELECT min({key}), max({key}) FROM ({keys})").fetchall()[0]
                 if low is None:
                     return [], total
                 page = f"SELECT * FROM {table} WHERE {key} >= {low} AND {key} <= {high} AND {parsed.where_sql}"

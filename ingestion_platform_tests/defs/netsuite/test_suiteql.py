@@ -132,7 +132,10 @@ def test_parse_error_surfaces_code_and_message() -> None:
 
 def test_columns_come_from_the_data_and_the_catalog() -> None:
     # NetSuite omits null fields, so a column may first appear on a later item.
-    items = [{"id": "1", "name": "a"}, {"id": "2", "links": [], "custentity_tier": "gold", "name": "b"}]
+    items: list[dict[str, object]] = [
+        {"id": "1", "name": "a"},
+        {"id": "2", "links": [], "custentity_tier": "gold", "name": "b"},
+    ]
     assert discover_columns(items) == ["id", "name", "custentity_tier"]
     catalog = {"properties": {"id": {"type": "integer"}, "lastmodifieddate": {"type": "string", "format": "date-time"}}}
     assert parse_metadata_catalog(catalog) == {"id": "integer", "lastmodifieddate": "date-time"}
