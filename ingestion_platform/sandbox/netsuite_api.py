@@ -173,7 +173,7 @@ SCHEMAS: Mapping[str, Mapping[str, str]] = {
     },
     "deletedrecord": {
         "recordid": "int",
-        "recordtype": "text",
+        "type": "text",
         "name": "text",
         "deleteddate": "timestamp",
         "context": "text",
@@ -360,7 +360,7 @@ class _Generator:
                 pd.DataFrame(
                     {
                         "recordid": ids[gone],
-                        "recordtype": self.pick(np.array(types), extra),
+                        "type": self.pick(np.array(types), extra),
                         "name": names(ids[gone]),
                         "deleteddate": modified[gone] + self.rng.integers(1, 3600, extra).astype("timedelta64[s]"),
                         "context": self.pick(np.array(["webservices", "userinterface", "csvimport"]), extra),
@@ -525,7 +525,7 @@ def build_database(config: NetSuiteSandboxConfig) -> duckdb.DuckDBPyConnection:
         schema = SCHEMAS[table]
         columns = ", ".join(f'CAST("{c}" AS {_DUCKDB_TYPES[kind]}) AS "{c}"' for c, kind in schema.items())
         db.register("generated", frame)
-        order = "recordtype, recordid" if table == "deletedrecord" else f'"{KEY_COLUMNS.get(table, "id")}"'
+        order = "type, recordid" if table == "deletedrecord" else f'"{KEY_COLUMNS.get(table, "id")}"'
         db.execute(f'CREATE TABLE "{table}" AS SELECT {columns} FROM generated ORDER BY {order}')
         db.unregister("generated")
     return db

@@ -186,10 +186,10 @@ def test_deleted_records_are_listed(sandbox: NetSuiteSandbox) -> None:
             for p in keyset_pages(post, lambda a: select_query("customer", ["id"], ALL_DAYS, a))
             for i in p.items
         }
-    expected = sandbox.ground_truth("SELECT recordid FROM deletedrecord WHERE recordtype = 'customer' ORDER BY 1")
+    expected = sandbox.ground_truth("SELECT recordid FROM deletedrecord WHERE type = 'customer' ORDER BY 1")
     assert [int(d["recordid"]) for d in deleted] == [row[0] for row in expected]
     assert deleted, "the sandbox deletes a share of the customers"
-    assert all(d["recordtype"] == "customer" and parse_timestamp(d["deleteddate"]) for d in deleted)
+    assert all(d["type"] == "customer" and parse_timestamp(d["deleteddate"]) for d in deleted)
     assert not live & {int(d["recordid"]) for d in deleted}
 
 

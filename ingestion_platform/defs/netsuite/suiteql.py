@@ -31,7 +31,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Tables whose plain `SELECT *` NetSuite cannot serve in time.
 NO_SELECT_STAR = frozenset({"transaction"})
 DELETED_RECORD_TABLE = "deletedrecord"
-# deletedrecord.recordtype values per SuiteQL table; ids are unique within each group (entities share one id
+# deletedrecord.type values (record type ids) per SuiteQL table; ids are unique within each group (entities share one id
 # space, transactions another), which keeps `ORDER BY recordid` a total order.
 DELETED_RECORD_TYPES: Mapping[str, tuple[str, ...]] = {
     "customer": ("customer",),
@@ -150,11 +150,11 @@ def deleted_records_query(table: str, window: Window, after_id: int | None = Non
     """Records of `table` deleted within `window` (NetSuite's deletedrecord), one key-set page by recordid."""
     types = DELETED_RECORD_TYPES.get(_identifier(table).lower(), (table.lower(),))
     type_list = ", ".join(f"'{_identifier(t)}'" for t in types)
-    where = f"{_window_clause('deleteddate', window)} AND recordtype IN ({type_list})"
+    where = f"{_window_clause('deleteddate', window)} AND type IN ({type_list})"
     if after_id is not None:
         where += f" AND recordid > {int(after_id)}"
     return (
-        f"SELECT recordid, recordtype, name, TO_CHAR(deleteddate, '{TIMESTAMP_FORMAT}') AS deleteddate "
+        f"SELECT recordid, type, name, TO_CHAR(deleteddate, '{TIMESTAMP_FORMAT}') AS deleteddate "
         f"FROM {DELETED_RECORD_TABLE} WHERE {where} ORDER BY recordid"
     )
 

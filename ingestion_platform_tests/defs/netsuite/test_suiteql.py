@@ -83,7 +83,7 @@ def test_count_and_deleted_record_queries() -> None:
     )
     deleted = deleted_records_query("transaction", window, after_id=7)
     assert "FROM deletedrecord WHERE deleteddate >= " in deleted
-    assert "recordtype IN ('salesorder', 'invoice', " in deleted
+    assert "type IN ('salesorder', 'invoice', " in deleted
     assert deleted.endswith("AND recordid > 7 ORDER BY recordid")
 
 
