@@ -3,9 +3,9 @@
 Facts about SuiteQL over REST that shape this module:
 - A query returns at most 1,000 rows a page and 100,000 rows in all by offset paging; tools that page by offset
   silently truncate large tables there. Every page here is its own key-set query (`id > last ORDER BY id`, offset
-  0), so any table size loads completely; and since `id` is unique the order is total, so no page repeats or skips
-  a row. Key-set paging also survives rows leaving the window mid-extraction (modified again meanwhile), which
-  would shift every later offset and skip rows.
+  0), so any table size loads completely; and since the key is unique (`uniquekey` on transactionline, whose `id`
+  is the line number) the order is total, so no page repeats or skips a row. Key-set paging also survives rows
+  leaving the window mid-extraction (modified again meanwhile), which would shift every later offset and skip rows.
 - The last-modified column differs per table: `linelastmodifieddate` on transactionline, `lastmodified` on custom
   records, `lastmodifieddate` elsewhere.
 - Date literals follow the account's date format preference, so timestamps are written with an explicit
@@ -23,7 +23,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 PAGE_SIZE = 1000
-OFFSET_CAP = 100_000
 ID_COLUMN = "id"
 TIMESTAMP_FORMAT = "YYYY-MM-DD HH24:MI:SS"
 _PY_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -31,8 +30,8 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Tables whose plain `SELECT *` NetSuite cannot serve in time.
 NO_SELECT_STAR = frozenset({"transaction"})
 DELETED_RECORD_TABLE = "deletedrecord"
-# deletedrecord.type values (record type ids) per SuiteQL table; ids are unique within each group (entities share one id
-# space, transactions another), which keeps `ORDER BY recordid` a total order.
+# deletedrecord.type values (record type ids) per SuiteQL table; ids are unique within each group (entities share
+# one id space, transactions another), which keeps `ORDER BY recordid` a total order.
 DELETED_RECORD_TYPES: Mapping[str, tuple[str, ...]] = {
     "customer": ("customer",),
     "vendor": ("vendor",),
