@@ -7,11 +7,14 @@ setting ending in `_env` names the environment variable that holds the secret.
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import yaml
+
+from ingestion_platform.resources.netsuite_auth import realm_for, rest_base_url
 
 TENANT_DIMENSION = "tenant"
 TENANT_PARTITIONS = dg.DynamicPartitionsDefinition(name=TENANT_DIMENSION)
@@ -140,6 +143,80 @@ class BrightDataSettings:
 
     def dataset_for(self, target: CrawlTarget) -> str:
         return target.dataset_id or self.dataset_id
+NETSUITE_DEFAULT_TABLES = (
+    "customer",
+    "vendor",
+    "employee",
+    "item",
+    "transaction",
+    "transactionline",
+    "account",
+    "subsidiary",
+)
+_NETSUITE_ACCOUNT = re.compile(r"^[0-9A-Za-z]+(?:[_-][0-9A-Za-z]+)?$")
+_NETSUITE_TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class NetSuiteSettings:
+    """A tenant's NetSuite account and what to extract from it.
+
+    `auth` is `tba` (OAuth 1.0a token-based authentication: consumer key/secret and token id/secret) or `oauth2`
+    (client credentials with a certificate-signed JWT: client id, certificate id and the private key). Every
+    `*_env` names the environment variable that holds the value; the file never holds a secret. NetSuite accepts no
+    new TBA integrations from release 2027.1, so new tenants should use `oauth2`.
+    """
+
+    account_id: str
+    auth: str
+    start_date: str
+    tables: tuple[str, ...] = NETSUITE_DEFAULT_TABLES
+    consumer_key_env: str | None = None
+    consumer_secret_env: str | None = None
+    token_id_env: str | None = None
+    token_secret_env: str | None = None
+    client_id_env: str | None = None
+    certificate_id_env: str | None = None
+    private_key_env: str | None = None
+    jwt_algorithm: str = "PS256"
+    base_url: str | None = None  # the sandbox, or a proxy; default: derived from account_id
+
+    def __post_init__(self) -> None:
+        account = str(self.account_id)
+        object.__setattr__(self, "account_id", account)
+        if not _NETSUITE_ACCOUNT.fullmatch(account):
+            raise TypeError(f"account_id {account!r} is not a NetSuite account id (like 1234567 or 1234567_SB1)")
+        tables = (self.tables,) if isinstance(self.tables, str) else tuple(self.tables)
+        object.__setattr__(self, "tables", tables)
+        bad = [t for t in tables if not isinstance(t, str) or not _NETSUITE_TABLE.fullmatch(t)]
+        if bad or not tables:
+            raise TypeError(f"tables must be a non-empty list of lower-case SuiteQL table names, not {bad or tables}")
+        try:
+            date.fromisoformat(str(self.start_date))
+        except ValueError:
+            raise TypeError(f"start_date {self.start_date!r} is not a YYYY-MM-DD date") from None
+        object.__setattr__(self, "start_date", str(self.start_date))
+        required = {
+            "tba": ("consumer_key_env", "consumer_secret_env", "token_id_env", "token_secret_env"),
+            "oauth2": ("client_id_env", "certificate_id_env", "private_key_env"),
+        }
+        if self.auth not in required:
+            raise TypeError(f"auth must be 'tba' or 'oauth2', not {self.auth!r}")
+        missing = [name for name in required[self.auth] if not getattr(self, name)]
+        if missing:
+            raise TypeError(f"auth {self.auth!r} needs {', '.join(missing)} (names of the env vars holding secrets)")
+
+    @property
+    def realm(self) -> str:
+        """The OAuth realm: upper case with `_` (`1234567_SB1`)."""
+        return realm_for(self.account_id)
+
+    @property
+    def rest_base_url(self) -> str:
+        """`https://<account id lower-cased, _ as ->.suitetalk.api.netsuite.com`, unless base_url overrides it."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return rest_base_url(self.account_id)
 
 
 @dataclass(frozen=True)
@@ -156,6 +233,9 @@ class Tenant:
 
     def brightdata(self) -> BrightDataSettings:
         return _settings(self, "brightdata", BrightDataSettings)
+
+    def netsuite(self) -> NetSuiteSettings:
+        return _settings(self, "netsuite", NetSuiteSettings)
 
 
 def _settings[S](tenant: Tenant, source: str, cls: type[S]) -> S:

@@ -133,3 +133,79 @@ def test_brightdata_settings_errors_name_the_tenant(settings: dict, message: str
     registry = parse_registry({"tenants": {"acme": {"brightdata": settings}}})
     with pytest.raises(TenantConfigError, match=f"tenant 'acme': invalid 'brightdata' settings: .*{message}"):
         registry.get("acme").brightdata()
+
+
+def test_netsuite_settings_default_tables_and_derived_url() -> None:
+    registry = parse_registry(
+        {
+            "tenants": {
+                "acme": {
+                    "netsuite": {
+                        "account_id": "1234567_SB1",
+                        "auth": "oauth2",
+                        "start_date": "2025-01-01",
+                        "client_id_env": "ACME_NS_CLIENT_ID",
+                        "certificate_id_env": "ACME_NS_CERT_ID",
+                        "private_key_env": "ACME_NS_PRIVATE_KEY",
+                    }
+                },
+                "globex": {
+                    "netsuite": {
+                        "account_id": 7654321,
+                        "auth": "tba",
+                        "start_date": "2025-06-01",
+                        "tables": ["customer", "customrecord_shipment"],
+                        "consumer_key_env": "G_CK",
+                        "consumer_secret_env": "G_CS",
+                        "token_id_env": "G_TI",
+                        "token_secret_env": "G_TS",
+                        "base_url": "http://127.0.0.1:9070/",
+                    }
+                },
+            }
+        }
+    )
+    acme = registry.get("acme").netsuite()
+    assert acme.tables == (
+        "customer",
+        "vendor",
+        "employee",
+        "item",
+        "transaction",
+        "transactionline",
+        "account",
+        "subsidiary",
+    )
+    assert acme.rest_base_url == "https://1234567-sb1.suitetalk.api.netsuite.com"
+    assert acme.realm == "1234567_SB1"
+    assert acme.jwt_algorithm == "PS256"
+    globex = registry.get("globex").netsuite()
+    assert globex.account_id == "7654321"  # YAML reads a bare number; the id stays a string
+    assert globex.tables == ("customer", "customrecord_shipment")
+    assert globex.rest_base_url == "http://127.0.0.1:9070"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"auth": "password"}, "auth must be 'tba' or 'oauth2'"),
+        ({"auth": "oauth2", "private_key_env": None}, "needs private_key_env"),
+        ({"auth": "tba"}, "needs consumer_key_env, consumer_secret_env, token_id_env, token_secret_env"),
+        ({"account_id": "acme.netsuite.com"}, "not a NetSuite account id"),
+        ({"start_date": "01/02/2025"}, "not a YYYY-MM-DD date"),
+        ({"tables": ["Customer; DROP"]}, "lower-case SuiteQL table names"),
+        ({"tables": []}, "non-empty list"),
+    ],
+)
+def test_netsuite_settings_errors_are_clear(settings: dict[str, object], message: str) -> None:
+    base = {
+        "account_id": "1234567",
+        "auth": "oauth2",
+        "start_date": "2025-01-01",
+        "client_id_env": "A",
+        "certificate_id_env": "B",
+        "private_key_env": "C",
+    }
+    registry = parse_registry({"tenants": {"acme": {"netsuite": {**base, **settings}}}})
+    with pytest.raises(TenantConfigError, match=rf"tenant 'acme': invalid 'netsuite' settings: .*{message}"):
+        registry.get("acme").netsuite()

@@ -1,0 +1,1 @@
+"""NetSuite tables by incremental SuiteQL extraction into `netsuite.<table>`."""
