@@ -143,6 +143,8 @@ class BrightDataSettings:
 
     def dataset_for(self, target: CrawlTarget) -> str:
         return target.dataset_id or self.dataset_id
+
+
 NETSUITE_DEFAULT_TABLES = (
     "customer",
     "vendor",
