@@ -236,7 +236,12 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[pa.NativeFile]:
-        """A buffered binary stream over the object (file-like: read, readinto, iteration via io.TextIOWrapper)."""
+        """A buffered binary stream over the object (file-like: read, readinto, iteration via io.TextIOWrapper).
+
+        Read it to the end: on GCS, Arrow drains the rest of the download when the stream closes (and against
+        gcp-storage-emulator closing a large object unread stalls), so peek at a header with a ranged read through
+        `filesystem.open_input_file` instead of opening a stream and abandoning it.
+        """
         path = self.path(key)
         try:
             stream = self.filesystem.open_input_stream(path, buffer_size=self.read_buffer_size)
