@@ -1,4 +1,4 @@
-"""Real servers shared by the suite: an embedded PostgreSQL and the BigQuery emulator, one of each per session."""
+"""Real servers shared by the suite: embedded PostgreSQL, the BigQuery emulator, S3 (moto) and GCS emulators."""
 
 import os
 from collections.abc import Iterator
@@ -8,9 +8,10 @@ import pytest
 from google.cloud import bigquery
 
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
+from ingestion_platform_tests.fixtures.object_store import gcs_server, object_store, s3_server
 from ingestion_platform_tests.fixtures.postgres import postgres_server_url, warehouse, warehouse_url
 
-__all__ = ["postgres_server_url", "warehouse", "warehouse_url"]
+__all__ = ["gcs_server", "object_store", "postgres_server_url", "s3_server", "warehouse", "warehouse_url"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

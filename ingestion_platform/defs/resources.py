@@ -12,6 +12,7 @@ import dagster as dg
 
 from ingestion_platform.paths import DEFAULT_HOME, deployment
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
+from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
@@ -34,6 +35,13 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             emulator_host=_optional("BIGQUERY_EMULATOR_HOST"),
         ),
         "sftp": SFTPResource(),
+        # Unset OBJECT_STORE_URL: files under INGESTION_HOME/objects.
+        "object_store": ObjectStoreResource(
+            url=_optional("OBJECT_STORE_URL"),
+            home=_optional("INGESTION_HOME") or DEFAULT_HOME,
+            aws_endpoint_url=_optional("AWS_ENDPOINT_URL"),
+            storage_emulator_host=_optional("STORAGE_EMULATOR_HOST"),
+        ),
         "tenants": TenantsResource(path=_optional("INGESTION_TENANTS_FILE") or "tenants.yaml"),
     }
 
