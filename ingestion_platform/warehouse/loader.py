@@ -150,8 +150,8 @@ def _as_text(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
     arrow_type = column.type
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return column
-    if isinstance(arrow_type, pa.ExtensionType) and arrow_type.extension_name == "arrow.uuid":
-        return pa.array([None if b is None else str(uuid.UUID(bytes=b)) for b in column.storage.to_pylist()])
+    if isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.uuid":
+        return pa.array([None if u is None else str(u) for u in column.to_pylist()], pa.string())
     if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
         return pa.array([_pg_array_literal(v) for v in column.to_pylist()], pa.string())
     if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):

@@ -492,7 +492,7 @@ def arrow_to_pg_type(arrow_type: pa.DataType) -> str:
         return "date"
     if pa.types.is_timestamp(arrow_type):
         return "timestamptz" if arrow_type.tz else "timestamp"
-    if isinstance(arrow_type, pa.ExtensionType) and arrow_type.extension_name == "arrow.uuid":
+    if isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.uuid":
         return "uuid"
     if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and (
         pa.types.is_string(arrow_type.value_type) or pa.types.is_large_string(arrow_type.value_type)
