@@ -1,8 +1,9 @@
 """`sftp/users` and `sftp/locations`: a tenant's report file for a day, upserted into `crm.<kind>`.
 
 The file is streamed to a temporary folder (resumable, size-verified) and parsed there; good rows are merged by
-(tenant_id, key), where a report never overwrites a newer report's row, and the file's rejected rows replace
-whatever an earlier load of the same file rejected, in `crm.<kind>_rejects`.
+(tenant_id, key), where a report never overwrites a newer report's row. Rows the parser could not read and rows
+the loader quarantines (a value the column's type refuses, a NUL byte) land in `crm.<kind>_rejects` in the same
+transaction as the good rows, replacing whatever an earlier load of the same file rejected.
 """
 
 import tempfile
@@ -62,24 +63,21 @@ def build_report_asset(kind: ReportKind) -> dg.AssetsDefinition:
                     local = Path(tmp) / name
                     download = session.download(session.remote_path(name), local)
                     parsed = parse_report(kind, local, encoding=settings.encoding, tenant_id=tenant_id, report_date=day)
-                    merged = warehouse.load(kind.table, [parsed.rows], mode="merge")
-                    warehouse.load(
-                        kind.rejects_table,
-                        [parsed.rejects],
-                        mode="replace",
-                        slice_={"tenant_id": [tenant_id], "source_file": [name]},
+                    merged = warehouse.load(
+                        kind.table, [parsed.rows], mode="merge", source=name, rejects=parsed.reject_records()
                     )
                     context.log.info(
                         f"{tenant_id}: {name} ({download.bytes} bytes, {download.seconds:.2f}s): "
                         f"{parsed.rows_read} rows read, {merged.inserted + merged.updated} upserted, "
-                        f"{len(parsed.rejects)} rejected, {parsed.duplicate_keys} duplicate keys"
+                        f"{merged.rejected} rejected, {parsed.duplicate_keys} duplicate keys"
                     )
                     files.append(name)
                     totals["bytes"] += download.bytes
                     totals["read"] += parsed.rows_read
                     totals["upserted"] += merged.inserted + merged.updated
-                    totals["unchanged"] += merged.rows_staged - merged.inserted - merged.updated
-                    totals["rejected"] += len(parsed.rejects)
+                    quarantined = merged.rejected - len(parsed.rejects)  # rejected by the loader, not the parser
+                    totals["unchanged"] += merged.rows_staged - merged.inserted - merged.updated - quarantined
+                    totals["rejected"] += merged.rejected
                     totals["duplicates"] += parsed.duplicate_keys
                     extra_columns.update(parsed.extra_columns)
                     preview = preview or parsed.rows.head(5).to_dict("records")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ingestion_platform.warehouse import Column, TableSpec
+from ingestion_platform.warehouse import Column, Reject, TableSpec
 
 SCHEMA = "crm"
 TEMPORARY_NAME = re.compile(r"(^\.)|(\.(part|filepart|tmp)$)", re.IGNORECASE)
@@ -57,23 +57,13 @@ class ReportKind:
             ),
             key=("tenant_id", self.key),
             version="report_date",
+            line_column="source_line",
         )
 
     @property
     def rejects_table(self) -> TableSpec:
-        return TableSpec(
-            schema=SCHEMA,
-            name=f"{self.name}_rejects",
-            columns=(
-                Column("tenant_id", "text", nullable=False),
-                Column("source_file", "text", nullable=False),
-                Column("line_number", "integer", nullable=False),
-                Column("reason", "text", nullable=False),
-                Column("raw", "jsonb", description="the row as read, column -> text"),
-                Column("report_date", "date", nullable=False),
-            ),
-            key=("tenant_id", "source_file", "line_number"),
-        )
+        """The loader's quarantine for this report's table, where parse failures and bad values both go."""
+        return self.table.rejects
 
 
 USERS = ReportKind(
@@ -93,6 +83,7 @@ LOCATIONS = ReportKind(
     description="Locations report (one file per tenant and day), upserted by (tenant_id, location_id).",
 )
 REPORT_KINDS = {k.name: k for k in (USERS, LOCATIONS)}
+REJECT_COLUMNS = ["tenant_id", "source_file", "line_number", "reason", "raw", "report_date"]
 
 
 @dataclass
@@ -102,6 +93,13 @@ class ParsedReport:
     rows_read: int
     duplicate_keys: int
     extra_columns: list[str] = field(default_factory=list)
+
+    def reject_records(self) -> list[Reject]:
+        """The parse failures in the form the loader quarantines beside its own rejects, in the same transaction."""
+        return [
+            Reject(line_number=int(r.line_number), reason=r.reason, raw=r.raw, tenant_id=r.tenant_id)
+            for r in self.rejects.itertuples(index=False)
+        ]
 
 
 def _normalise_header(name: str) -> str:
@@ -188,7 +186,7 @@ def parse_report(kind: ReportKind, path: Path, *, encoding: str, tenant_id: str,
             }
             for line, reason, raw in sorted(rejects, key=lambda r: r[0])
         ],
-        columns=kind.rejects_table.column_names,
+        columns=REJECT_COLUMNS,
     )
     return ParsedReport(rows, reject_frame, len(records), duplicate_keys, extra_columns)
 
