@@ -75,6 +75,8 @@ MERGE_MIN_SERVER_VERSION = 170000
 # pg_input_is_valid / pg_input_error_info, which check staged text row by row, arrived in PostgreSQL 16.
 MIN_SERVER_VERSION = 160000
 
+WORK_MEM = "256MB"
+
 _INT_RANGES = {"smallint": 16, "integer": 32, "bigint": 64}
 
 
@@ -559,6 +561,8 @@ def load(
     with conn.cursor() as cur:
         try:
             cur.execute("SET TIME ZONE 'UTC'")
+            # Duplicate detection and the merge's join hash the whole stage; the default 4 MB spills to disk.
+            cur.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(WORK_MEM)))
             _create_stage(cur, stage)
             rows = copied = 0
             if first is not None:
@@ -579,7 +583,7 @@ def load(
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage.ident))
                 if deleted_ident is not None:
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(deleted_ident))
-                cur.execute("RESET TIME ZONE")
+                cur.execute("RESET TIME ZONE; RESET work_mem")
     return LoadResult(
         table=spec.qualified_name,
         mode=mode,
