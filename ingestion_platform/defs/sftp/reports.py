@@ -212,7 +212,12 @@ def _convert(kind: ReportKind, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[
     rejected = reasons != ""
     header = [c for c in original.columns if c != "_line"]
     bad_rows = [
-        (int(row["_line"]), reason.rstrip("; "), {c: row[c] for c in header})
-        for (_, row), reason in zip(original[rejected].iterrows(), reasons[rejected], strict=True)
+        (int(line), reason.rstrip("; "), raw)
+        for line, reason, raw in zip(
+            original.loc[rejected, "_line"],
+            reasons[rejected],
+            original.loc[rejected, header].to_dict("records"),
+            strict=True,
+        )
     ]
     return frame[~rejected], bad_rows
