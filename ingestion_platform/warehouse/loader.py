@@ -32,7 +32,8 @@ Public API:
   source (and the same tenants) are replaced, so reloading a file does not duplicate its rejects.
 - `deleted_keys`: batches of key columns (NetSuite `deletedrecord`): those rows get `spec.tombstone` set to now()
   (or are deleted when no tombstone column is declared).
-- `rejects`: `Reject`s built by a parser for rows it could not parse, written beside the loader's own.
+- `rejects`: `Reject`s built by a parser for rows it could not parse, written beside the loader's own; read only
+  after `batches` is exhausted, so a streaming parser can pass the list it fills while being read.
 - Parked rows (`ForeignKey(on_missing="park")`) wait in `<schema>.pending` and are retried on every later load of
   the same table, including `load(conn, spec, [], mode="merge")`; they load once their parent exists.
 """
@@ -535,7 +536,6 @@ def load(
             f"the loader needs PostgreSQL 16 or newer (pg_input_is_valid); server is {conn.info.server_version}"
         )
     added = ensure_table(conn, spec)
-    parse_rejects = list(rejects)
     source_iter = iter(batches)
     first: pa.Table | None = None
     for batch in source_iter:
@@ -570,6 +570,7 @@ def load(
             if deleted_keys is not None:
                 deleted_ident = _stage_deletes(cur, spec, deleted_keys)
             _validate(cur, stage)
+            parse_rejects = list(rejects)  # read after the batches: a streaming parser fills it as it goes
             duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
             # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
             # hash join and index probes into a large target.
