@@ -4,6 +4,11 @@ Report files come from tenants' own exports, so the parser expects what such fil
 quoted fields holding commas and newlines, header-only files, latin-1 instead of UTF-8, the same key twice (the
 later row wins) and values that do not parse. Bad rows are kept with their file, line and reason and never stop
 the good rows; a header missing a required column fails the file, because every row would be wrong.
+
+The file is read by pyarrow's CSV reader block by block (`open_report(...).batches()`), typed per block and handed
+to the loader as it is read, so memory is bounded by a block, not by the file. pyarrow numbers records, not lines;
+the physical line of each record is rebuilt from those numbers and the newlines inside its quoted fields. Rows it
+cannot split into the header's fields become `Reject`s that the loader writes beside its own quarantined rows.
 """
 
 import codecs
