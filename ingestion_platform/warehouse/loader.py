@@ -34,8 +34,9 @@ Public API:
   (or are deleted when no tombstone column is declared).
 - `rejects`: `Reject`s built by a parser for rows it could not parse, written beside the loader's own; read only
   after `batches` is exhausted, so a streaming parser can pass the list it fills while being read.
-- Parked rows (`ForeignKey(on_missing="park")`) wait in `<schema>.pending` and are retried on every later load of
-  the same table, including `load(conn, spec, [], mode="merge")`; they load once their parent exists.
+- Parked rows (`ForeignKey(on_missing="park")`) wait in `<schema>.pending` and are retried on every later merge
+  into the same table, including `load(conn, spec, [], mode="merge")`; they load once their parent exists. A
+  parent in the same input as its child (a self-referencing key) is not seen: the child is parked or rejected.
 """
 
 import io
@@ -621,9 +622,9 @@ def _apply(
     out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
     out |= {"unparked": 0, "parked": 0, "pending": 0, "oldest_pending_seconds": None}
     pending = sql.Identifier(spec.schema, pending_spec(spec.schema).name)
-    if spec.parks:
+    if spec.parks and mode == "merge":  # a replace refuses rows outside its slice, which parked rows may be
         out["unparked"] = _unpark(cur, stage, pending)
-        if out["unparked"] and mode == "merge":
+        if out["unparked"]:
             out["duplicates"] = _drop_duplicate_keys(cur, stage)
     _check_foreign_keys(cur, stage)
     out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
