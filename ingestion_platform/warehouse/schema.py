@@ -408,8 +408,6 @@ def ensure_table(conn: Connection, spec: TableSpec) -> list[str]:
     with conn.cursor() as cur:
         tables = _tables_of(spec)
         if _schema_exists(cur, spec.schema) and not any(_differences(t, _catalog(cur, t)) for t in tables):
-            if conn.info.transaction_status != 0 and not conn.autocommit:
-                conn.rollback()
             return []
     missing_parents = []
     with conn.transaction(), conn.cursor() as cur:
