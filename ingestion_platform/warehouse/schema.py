@@ -310,10 +310,25 @@ def _catalog(cur: Any, spec: TableSpec) -> _Catalog:
     return _Catalog(True, columns, constraints, {r[0] for r in cur.fetchall()})
 
 
+def _is_rejects(spec: TableSpec) -> bool:
+    return spec.name.endswith("_rejects") and spec == rejects_spec(spec.schema, spec.name.removesuffix("_rejects"))
+
+
+def _legacy_rejects(spec: TableSpec, found: _Catalog) -> bool:
+    """A quarantine table from before loader v2 (per-source shape): kept under another name, never altered."""
+    return (
+        found.exists
+        and _is_rejects(spec)
+        and any(found.columns.get(c.name, c.type) != c.type or c.name not in found.columns for c in spec.columns)
+    )
+
+
 def _differences(spec: TableSpec, found: _Catalog) -> list[str]:
     """What DDL the table needs, as a list of short descriptions; empty when the catalog matches the spec."""
     if not found.exists:
         return ["create table"]
+    if _legacy_rejects(spec, found):
+        return [f"rename the older rejects table to {_legacy_name(spec)}", "create table"]
     mismatched = [
         f"{c.name} is {found.columns[c.name]}, declared {c.type}"
         for c in spec.columns
@@ -338,12 +353,19 @@ def _fk_ddl(spec: TableSpec, fk: ForeignKey) -> sql.Composed:
     )
 
 
+def _legacy_name(spec: TableSpec) -> str:
+    return check_identifier(f"{spec.name[:55]}_legacy")
+
+
 def _apply(cur: Any, spec: TableSpec) -> list[str]:
     """Run the DDL the catalog lacks; the caller holds the table's advisory lock inside a transaction."""
     found = _catalog(cur, spec)
     todo = _differences(spec, found)
     if not todo:
         return []
+    if _legacy_rejects(spec, found):
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(spec.ident(), sql.Identifier(_legacy_name(spec))))
+        found = _Catalog(False, {}, set(), set())
     if not found.exists:
         parts = [_column_ddl(c) for c in spec.columns]
         if spec.key:

@@ -386,3 +386,22 @@ def test_timestamps_stay_utc(warehouse: WarehouseResource) -> None:
     warehouse.load(spec, [pd.DataFrame({"id": [1, 2], "at": ["2024-01-01T10:00:00+02:00", "nope"]})], mode="merge")
     assert q(warehouse, "SELECT at FROM types.ts") == [(datetime(2024, 1, 1, 8, tzinfo=UTC),)]
     assert q(warehouse, "SELECT count(*) FROM types.ts_rejects") == [(1,)]
+
+
+def test_a_rejects_table_from_before_v2_is_kept_aside_and_replaced(warehouse: WarehouseResource) -> None:
+    with warehouse.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA shop")
+        conn.exec_driver_sql(
+            "CREATE TABLE shop.items_rejects (tenant_id text NOT NULL, source_file text NOT NULL, "
+            "line_number integer NOT NULL, reason text NOT NULL, raw jsonb, report_date date NOT NULL, "
+            "PRIMARY KEY (tenant_id, source_file, line_number))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO shop.items_rejects VALUES ('a', 'old.csv', 2, 'old reason', NULL, '2024-01-01')"
+        )
+    result = warehouse.load(
+        ITEMS, [pd.DataFrame({"tenant_id": ["a"], "item_id": [1], "name": ["x"], "quantity": [0]})], mode="merge"
+    )
+    assert result.rejected == 1
+    assert q(warehouse, "SELECT reason FROM shop.items_rejects_legacy") == [("old reason",)]
+    assert q(warehouse, "SELECT reason FROM shop.items_rejects") == [("check quantity_positive failed: quantity > 0",)]
