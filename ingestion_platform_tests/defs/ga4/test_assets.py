@@ -12,7 +12,7 @@ from google.cloud import bigquery
 
 from ingestion_platform.defs.ga4.assets import ga4_event_assets
 from ingestion_platform.defs.ga4.availability import ga4_availability
-from ingestion_platform.defs.ga4.checks import duplicate_events, ga4_checks, invalid_purchases
+from ingestion_platform.defs.ga4.checks import duplicate_events, invalid_purchases
 from ingestion_platform.defs.ga4.events import DEDUPE_COLUMNS, EVENT_TYPES_BY_NAME
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -99,7 +99,7 @@ def ga4_env(
             self, partition_key: str | None = None, tags: dict | None = None, assets=None
         ) -> dg.ExecuteInProcessResult:
             return dg.materialize(
-                assets or [*ga4_event_assets, *ga4_checks],
+                assets or ga4_event_assets,
                 partition_key=partition_key,
                 tags=tags,
                 resources=resources,
