@@ -10,17 +10,24 @@ Every step of a run loads this code location again, so loading is kept lean:
 """
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {
-        "start_method": {
-            "forkserver": {"preload_modules": ["ingestion_platform.defs.resources", "ingestion_platform.assets"]}
-        }
-    },
-    name="forkserver_multiprocess",
-)
+FORKSERVER = {"forkserver": {"preload_modules": ["ingestion_platform.defs.resources", "ingestion_platform.assets"]}}
+
+
+def forkserver_by_default(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Run config may still choose `in_process` or tune `multiprocess`; the start method defaults to the forkserver."""
+    config = dict(config or {})
+    if "in_process" in config:
+        return config
+    multiprocess = dict(config.get("multiprocess") or {})
+    multiprocess.setdefault("start_method", FORKSERVER)
+    return {"multiprocess": multiprocess}
+
+
+STEP_EXECUTOR = dg.multi_or_in_process_executor.configured(forkserver_by_default, name="multi_or_in_process")
 
 
 @dg.definitions
