@@ -50,7 +50,7 @@ def failure_row(run: dg.DagsterRun, error: str | None, failed_at: datetime) -> d
 def root_cause(error: SerializableErrorInfo) -> str:
     """The first error below Dagster's own wrappers: our Failures name tenant and table, so stop there rather
     than at the library exception they wrap."""
-    while error.cause is not None and error.cls_name.startswith("Dagster"):
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
     message = error.message.strip()
     # A Failure's message is ours in full; its class path only adds noise to the table.
