@@ -125,7 +125,7 @@ def demo(args: argparse.Namespace) -> int:
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
     print()
-    print("Open the UI on these runs and assets: ingestion-platform dev  (then http://127.0.0.1:3000)")
+    print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see them in the UI", file=sys.stderr)
         return 1
