@@ -136,6 +136,7 @@ def dev(args: argparse.Namespace) -> int:
     from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
 
     home = ingestion_home()
+    warehouse = _warehouse_url(home)
     with run_sandbox(home, bigquery_port=args.bigquery_port, sftp_port=args.sftp_port) as sandbox:
         apply_environment(sandbox)
         _dagster_home(home)
@@ -143,18 +144,29 @@ def dev(args: argparse.Namespace) -> int:
             ["-w", "workspace.yaml"] if Path("workspace.yaml").is_file() else ["-m", "ingestion_platform.definitions"]
         )
         command = [sys.executable, "-m", "dagster", "dev", *target, "-p", str(args.port)]
-        print(_endpoints(sandbox, args.port), flush=True)
+        print(_endpoints(sandbox, warehouse, args.port), flush=True)
         print(f"starting {' '.join(command[2:])}; Ctrl-C stops it and the stand-ins", flush=True)
         return subprocess.call(command)
 
 
-def _endpoints(sandbox: "Sandbox", port: int) -> str:
+def _warehouse_url(home: Path) -> str:
+    """WAREHOUSE_URL, or the embedded server started now (before the stand-ins' gRPC threads: forking initdb
+    under them aborts) so that its address can be printed with the other endpoints."""
     from ingestion_platform.resources.warehouse import WarehouseResource
 
-    # Started now rather than by the first run, so its address can be printed with the others.
-    warehouse = os.environ.get("WAREHOUSE_URL") or WarehouseResource(
-        home=str(sandbox.home)
-    ).engine.url.render_as_string(hide_password=False)
+    url = os.environ.get("WAREHOUSE_URL")
+    if url:
+        return _hide_password(url)
+    return WarehouseResource(home=str(home)).engine.url.render_as_string(hide_password=True)
+
+
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _endpoints(sandbox: "Sandbox", warehouse: str, port: int) -> str:
     rows = [
         ("Dagster UI", f"http://127.0.0.1:{port}"),
         ("BigQuery emulator", sandbox.bigquery.rest_url),
