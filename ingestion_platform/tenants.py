@@ -5,9 +5,10 @@ GA4 and SFTP assets read for the tenant of the partition they run. Secrets are n
 setting ending in `_env` names the environment variable that holds the secret.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from ingestion_platform.resources.netsuite_auth import realm_for, rest_base_url
 
 TENANT_DIMENSION = "tenant"
 TENANT_PARTITIONS = dg.DynamicPartitionsDefinition(name=TENANT_DIMENSION)
+# Dagster's tags for a run over a range of partitions (a single-run backfill, or our schedule's lookback).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The first day of the daily partitions, YYYY-MM-DD, read when the definitions load.
+PARTITIONS_START_ENV = "INGESTION_PARTITIONS_START"
+DEFAULT_PARTITION_MONTHS = 3
 
 # Tenant ids become partition keys (joined with "|" in multi-partition keys) and SQL values, so keep them plain.
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -311,14 +318,33 @@ def tenant_partition_changes(current: set[str], registry: TenantRegistry) -> tup
     return sorted(wanted - current), sorted(current - wanted)
 
 
-def daily_by_tenant(start_date: str, end_offset: int = 0) -> dg.MultiPartitionsDefinition:
+def partitions_start(today: date | None = None) -> str:
+    """INGESTION_PARTITIONS_START, or by default the first of the month three months back.
+
+    The UI shows every partition from the start date; years of empty days (thousands of partitions at 0%) hide
+    the days that matter. The default moves forward once a month; a deployment that backfills further back sets
+    the variable to its first day, and materializations before the start stay in the history.
+    """
+    value = os.environ.get(PARTITIONS_START_ENV)
+    if value:
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            raise ValueError(f"{PARTITIONS_START_ENV} must be a date as YYYY-MM-DD, not {value!r}") from None
+    today = today or datetime.now(UTC).date()
+    month = today.year * 12 + today.month - 1 - DEFAULT_PARTITION_MONTHS
+    return date(month // 12, month % 12 + 1, 1).isoformat()
+
+
+def daily_by_tenant(start_date: str | None = None, end_offset: int = 0) -> dg.MultiPartitionsDefinition:
     """Day x tenant partitions; keys read `{date}|{tenant}` because Dagster orders dimensions by name.
 
-    `end_offset=1` includes today, for sources whose files for a day arrive during that day.
+    `start_date` defaults to `partitions_start()`. `end_offset=1` includes today, for sources whose files for a
+    day arrive during that day.
     """
     return dg.MultiPartitionsDefinition(
         {
-            "date": dg.DailyPartitionsDefinition(start_date=start_date, end_offset=end_offset),
+            "date": dg.DailyPartitionsDefinition(start_date=start_date or partitions_start(), end_offset=end_offset),
             TENANT_DIMENSION: TENANT_PARTITIONS,
         }
     )

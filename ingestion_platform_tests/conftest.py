@@ -14,6 +14,8 @@ from ingestion_platform_tests.fixtures.postgres import postgres_server_url, ware
 __all__ = ["gcs_server", "object_store", "postgres_server_url", "s3_server", "warehouse", "warehouse_url"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# The tests load fixed days of 2024 (a fixed clock); the partitions must reach back to them.
+os.environ.setdefault("INGESTION_PARTITIONS_START", "2024-01-01")
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,19 @@
 """The tenant registry: parsing, clear errors, and partition keys grouped per tenant."""
 
+from datetime import date
+from pathlib import Path
+
 import pytest
 
 from ingestion_platform.tenants import (
     BRIGHTDATA_FACEBOOK_POSTS_DATASET,
+    PARTITIONS_START_ENV,
     CrawlTarget,
     TenantConfigError,
+    daily_by_tenant,
     load_registry,
     parse_registry,
+    partitions_start,
     tenant_days,
 )
 
@@ -209,3 +215,21 @@ def test_netsuite_settings_errors_are_clear(settings: dict[str, object], message
     registry = parse_registry({"tenants": {"acme": {"netsuite": {**base, **settings}}}})
     with pytest.raises(TenantConfigError, match=rf"tenant 'acme': invalid 'netsuite' settings: .*{message}"):
         registry.get("acme").netsuite()
+
+
+def test_partitions_start_is_a_setting_with_a_recent_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PARTITIONS_START_ENV, raising=False)
+    assert partitions_start(date(2026, 11, 23)) == "2026-08-01"
+    assert partitions_start(date(2026, 2, 28)) == "2025-11-01"  # across a year boundary
+    monkeypatch.setenv(PARTITIONS_START_ENV, "2023-05-01")
+    assert partitions_start(date(2026, 11, 23)) == "2023-05-01"
+    days = next(d for d in daily_by_tenant().partitions_defs if d.name == "date").partitions_def
+    assert days.get_first_partition_key() == "2023-05-01"
+    monkeypatch.setenv(PARTITIONS_START_ENV, "05/01/2023")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        partitions_start()
+
+
+def test_example_registry_shows_every_source_block() -> None:
+    acme = load_registry(Path(__file__).resolve().parents[1] / "tenants.example.yaml").get("acme")
+    assert acme.ga4().dataset and acme.sftp().host_keys

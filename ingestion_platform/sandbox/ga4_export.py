@@ -462,4 +462,6 @@ def seed_ga4_export(
                 schema=schema, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE
             ),
         )
-    return {table_name: job.result().output_rows for table_name, job in jobs.items()}
+    for job in jobs.values():
+        job.result()
+    return {table_name: int(job.output_rows or 0) for table_name, job in jobs.items()}

@@ -14,6 +14,9 @@ def _connect_and_write(home: str, worker: int) -> str:
     url = embedded_postgres_url(home)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
+        # CREATE TABLE IF NOT EXISTS is not safe against itself in concurrent transactions (both see no table, one
+        # fails on the catalog's unique index): serialize the creation, as the loader does.
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242)")
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS hits (worker int)")
         conn.exec_driver_sql(f"INSERT INTO hits VALUES ({worker})")
     engine.dispose()

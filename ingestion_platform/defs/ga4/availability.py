@@ -1,6 +1,7 @@
 """Which days of which event type are loaded per tenant, with the gaps: the old service's availability endpoint.
 
 Dagster's partition status shows the same per asset; this table answers it for the warehouse's consumers in SQL.
+It is summarised from `ga4.daily_counts`, which every event load keeps for its own days, never from the events.
 """
 
 import itertools
@@ -9,6 +10,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
+from ingestion_platform.defs.ga4.counts import DAILY_COUNTS
 from ingestion_platform.defs.ga4.events import EVENT_TYPES
 from ingestion_platform.metadata import definition_metadata
 from ingestion_platform.resources.warehouse import WarehouseResource
@@ -74,15 +76,15 @@ def summarise(event_name: str, per_day: pd.DataFrame) -> list[dict]:
 )
 def ga4_availability(warehouse: WarehouseResource) -> dg.MaterializeResult:
     summaries: list[dict] = []
-    for event in EVENT_TYPES:
-        exists = warehouse.scalar("SELECT to_regclass(:name) IS NOT NULL", {"name": event.table.qualified_name})
-        if not exists:
-            continue
+    exists = warehouse.scalar("SELECT to_regclass(:name) IS NOT NULL", {"name": DAILY_COUNTS.qualified_name})
+    if exists:
         per_day = warehouse.query(
-            f"SELECT tenant_id, event_date, count(*) AS rows FROM {event.table.qualified_name} "
-            "GROUP BY tenant_id, event_date"
+            f"SELECT tenant_id, event_name, event_date, rows FROM {DAILY_COUNTS.qualified_name} "
+            "WHERE event_name = ANY(:events)",
+            {"events": [e.name for e in EVENT_TYPES]},
         )
-        summaries.extend(summarise(event.name, per_day))
+        for event_name, rows in per_day.groupby("event_name"):
+            summaries.extend(summarise(str(event_name), rows))
     frame = pd.DataFrame(summaries, columns=AVAILABILITY_TABLE.column_names)
     result = warehouse.load(
         AVAILABILITY_TABLE, [frame], mode="replace", slice_={"event_name": [e.name for e in EVENT_TYPES]}

@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from ingestion_platform.tenants import TENANT_DIMENSION
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, TENANT_DIMENSION
 
 GA4_LOOKBACK_DAYS = 3
 # The old service failed a job after 30 minutes; run monitoring (dagster.yaml) enforces this tag.
@@ -37,8 +37,8 @@ def ga4_run_requests(scheduled_for: date, tenants: list[str]) -> list[dg.RunRequ
         dg.RunRequest(
             run_key=f"ga4:{tenant}:{start}:{end}",
             tags={
-                "dagster/asset_partition_range_start": f"{start}|{tenant}",
-                "dagster/asset_partition_range_end": f"{end}|{tenant}",
+                PARTITION_RANGE_START_TAG: f"{start}|{tenant}",
+                PARTITION_RANGE_END_TAG: f"{end}|{tenant}",
                 "tenant": tenant,
             },
         )

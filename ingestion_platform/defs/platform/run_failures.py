@@ -11,6 +11,7 @@ import pandas as pd
 from dagster_shared.error import SerializableErrorInfo
 
 from ingestion_platform.resources.warehouse import WarehouseResource
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from ingestion_platform.warehouse import Column, TableSpec
 
 RUN_FAILURES = TableSpec(
@@ -31,8 +32,8 @@ RUN_FAILURES = TableSpec(
 def failure_row(run: dg.DagsterRun, error: str | None, failed_at: datetime) -> dict[str, object]:
     tags = run.tags
     partition = tags.get("dagster/partition")
-    if partition is None and "dagster/asset_partition_range_start" in tags:
-        partition = f"{tags['dagster/asset_partition_range_start']}..{tags.get('dagster/asset_partition_range_end')}"
+    if partition is None and PARTITION_RANGE_START_TAG in tags:
+        partition = f"{tags[PARTITION_RANGE_START_TAG]}..{tags.get(PARTITION_RANGE_END_TAG)}"
     tenant = tags.get("tenant") or tags.get("dagster/partition/tenant")
     if tenant is None and partition and "|" in partition and ".." not in partition:
         tenant = partition.split("|")[1]
@@ -49,7 +50,7 @@ def failure_row(run: dg.DagsterRun, error: str | None, failed_at: datetime) -> d
 def root_cause(error: SerializableErrorInfo) -> str:
     """The first error below Dagster's own wrappers: our Failures name tenant and table, so stop there rather
     than at the library exception they wrap."""
-    while error.cause is not None and error.cls_name.startswith("Dagster"):
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
     message = error.message.strip()
     # A Failure's message is ours in full; its class path only adds noise to the table.

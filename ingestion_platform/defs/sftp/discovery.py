@@ -9,13 +9,20 @@ small however many files accumulate on the server; older days are loaded by back
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from ingestion_platform.defs.sftp.reports import TEMPORARY_NAME
 
 # name -> [size, mtime, requested]
 FolderState = dict[str, list[int | bool]]
+
+# The materialization metadata entry in which `sftp/<kind>` records the files it loaded: a JSON list of
+# {"name": str, "size": int, "mtime": int}, size and mtime as the SFTP server listed them (st_size, st_mtime).
+# The sensors read it so that a file already loaded, unchanged, is never requested again, whatever the cursor.
+LOADED_FILES_METADATA_KEY = "loaded_files"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,24 @@ class Ready:
     @property
     def run_key(self) -> str:
         return f"{self.name}:{self.size}:{self.mtime}"
+
+
+def loaded_file_entry(name: str, size: int, mtime: int) -> dict[str, str | int]:
+    """One entry of the `loaded_files` metadata list."""
+    return {"name": name, "size": int(size), "mtime": int(mtime)}
+
+
+def loaded_files(metadata: Mapping[str, Any]) -> set[tuple[str, int, int]]:
+    """(name, size, mtime) of each file a materialization recorded; empty when it recorded none (older runs)."""
+    entry = metadata.get(LOADED_FILES_METADATA_KEY)
+    value = getattr(entry, "value", entry)
+    if not isinstance(value, list):
+        return set()
+    found = set()
+    for item in value:
+        if isinstance(item, dict) and {"name", "size", "mtime"} <= item.keys():
+            found.add((str(item["name"]), int(item["size"]), int(item["mtime"])))
+    return found
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:

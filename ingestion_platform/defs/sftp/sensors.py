@@ -2,16 +2,20 @@
 
 Tenants are listed in parallel with a short retry budget, so one unreachable host neither delays the others past
 the sensor's time limit nor stops their runs; the failing tenant and the reason are logged on the tick.
+
+A file is not requested when the latest materialization of its partition already loaded it with the same size and
+mtime (its `loaded_files` metadata): the cursor alone would forget that for a new sensor (a fresh instance, a reset
+cursor) and reload everything the demo or a backfill loaded.
 """
 
 import json
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from ingestion_platform.defs.sftp.assets import report_pattern
-from ingestion_platform.defs.sftp.discovery import FolderState, Listed, Ready, evaluate_folder
+from ingestion_platform.defs.sftp.discovery import FolderState, Listed, Ready, evaluate_folder, loaded_files
 from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportKind
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -26,6 +30,24 @@ MAX_RUNTIME_SECONDS = 1800
 LISTING_ATTEMPTS = 2
 
 
+def utc_today() -> date:
+    """The sensors' clock: report days are dated in UTC."""
+    return datetime.now(UTC).date()
+
+
+def already_loaded(instance: dg.DagsterInstance, kind: ReportKind, tenant_id: str, ready: Ready) -> bool:
+    """The partition's latest materialization recorded this very file (same name, size and mtime)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["sftp", kind.name]), asset_partitions=[f"{ready.day.isoformat()}|{tenant_id}"]
+        ),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return False
+    return (ready.name, ready.size, ready.mtime) in loaded_files(records[0].asset_materialization.metadata)
+
+
 def _scan(
     sftp: SFTPResource, kind: ReportKind, tenant: Tenant, previous: FolderState
 ) -> tuple[list[Ready], FolderState]:
@@ -38,7 +60,7 @@ def _scan(
         pattern=report_pattern(kind, settings),
         completion=settings.completion,
         marker_suffix=settings.marker_suffix,
-        today=datetime.now(UTC).date(),
+        today=utc_today(),
         lookback_days=LOOKBACK_DAYS,
     )
 
@@ -68,7 +90,9 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
         # A host that accepts connections but never answers must not hold the tick past Dagster's sensor timeout;
         # its thread ends on its own socket timeouts.
         pool.shutdown(wait=False, cancel_futures=True)
-        requests, failures, state = [], {}, {}
+        requests: list[dg.RunRequest] = []
+        failures: dict[str, str] = {}
+        state: dict[str, FolderState] = {}
         for tenant_id, future in futures.items():
             try:
                 if future not in done:
@@ -79,6 +103,11 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
                 state[tenant_id] = cursor.get(tenant_id, {})
                 context.log.error(f"tenant {tenant_id!r}: listing {kind.name} reports failed: {failures[tenant_id]}")
                 continue
+            loaded = [r for r in ready if already_loaded(context.instance, kind, tenant_id, r)]
+            if loaded:
+                context.log.info(
+                    f"tenant {tenant_id!r}: already loaded, unchanged: {', '.join(r.name for r in loaded)}"
+                )
             requests.extend(
                 dg.RunRequest(
                     partition_key=f"{r.day.isoformat()}|{tenant_id}",
@@ -86,6 +115,7 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
                     tags={"tenant": tenant_id, "sftp/file": r.name, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
                 )
                 for r in ready
+                if r not in loaded
             )
         skip = None
         if not requests:

@@ -12,7 +12,7 @@ from google.cloud import bigquery
 
 from ingestion_platform.defs.ga4.assets import ga4_event_assets
 from ingestion_platform.defs.ga4.availability import ga4_availability
-from ingestion_platform.defs.ga4.checks import duplicate_events, ga4_checks, invalid_purchases
+from ingestion_platform.defs.ga4.checks import duplicate_events, invalid_purchases
 from ingestion_platform.defs.ga4.events import DEDUPE_COLUMNS, EVENT_TYPES_BY_NAME
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -99,7 +99,7 @@ def ga4_env(
             self, partition_key: str | None = None, tags: dict | None = None, assets=None
         ) -> dg.ExecuteInProcessResult:
             return dg.materialize(
-                assets or [*ga4_event_assets, *ga4_checks],
+                assets or ga4_event_assets,
                 partition_key=partition_key,
                 tags=tags,
                 resources=resources,
@@ -111,7 +111,8 @@ def ga4_env(
     env.dataset = dataset
     env.warehouse = warehouse
     env.bigquery_client = bigquery_client
-    return env
+    yield env
+    instance.dispose()
 
 
 def table_rows(warehouse: WarehouseResource, event: str) -> list[tuple]:
@@ -231,6 +232,13 @@ def test_availability_reports_first_last_day_and_gaps(ga4_env) -> None:
     row = ga4_env.warehouse.query("SELECT * FROM ga4.availability WHERE event_name = 'page_view'").iloc[0]
     assert (row["first_day"], row["last_day"], row["days_loaded"]) == (DAY1, DAY3, 2)
     assert row["gaps"] == [["2024-03-02", "2024-03-02"]]
+    # Summarised from the counts each load kept for its own days, never from the event rows.
+    counts = ga4_env.warehouse.query(
+        "SELECT event_date, rows FROM ga4.daily_counts WHERE tenant_id = 'acme' AND event_name = 'page_view' ORDER BY 1"
+    )
+    expected = [[DAY1, expected_counts(DAY1)["page_view"]], [DAY3, expected_counts(DAY3)["page_view"]]]
+    assert counts.values.tolist() == expected
+    assert row["rows"] == sum(n for _, n in expected)
 
 
 def test_a_run_holding_two_tenants_loads_one_and_names_the_other(ga4_env) -> None:

@@ -6,13 +6,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
+from ingestion_platform.defs.sftp import sensors
 from ingestion_platform.defs.sftp.assets import sftp_report_assets
 from ingestion_platform.defs.sftp.checks import (
     coordinates_out_of_range,
@@ -20,6 +21,7 @@ from ingestion_platform.defs.sftp.checks import (
     near_duplicate_keys,
     sftp_checks,
 )
+from ingestion_platform.defs.sftp.discovery import LOADED_FILES_METADATA_KEY, loaded_file_entry
 from ingestion_platform.defs.sftp.reports import USERS
 from ingestion_platform.defs.sftp.sensors import sftp_report_sensors
 from ingestion_platform.resources.sftp import SFTPResource
@@ -30,8 +32,11 @@ from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_serv
 
 PASSWORD_ENV = "TEST_SFTP_PASSWORD"
 PASSWORD = "s3cret"
-TODAY = datetime.now(UTC).date()
+# A fixed clock: the sensors' lookback window and the day partitions never move under a test at midnight.
+TODAY = date(2024, 6, 3)
 DAY = TODAY - timedelta(days=1)
+# Tests of unreachable tenants ask for them: each tick spends seconds waiting on them.
+WITH_UNREACHABLE = pytest.mark.parametrize("env", ["with unreachable tenants"], indirect=True)
 HEADER = "user_id,email,company_name,first_name,last_name,created_at,updated_at"
 
 
@@ -77,9 +82,17 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SFTP
 
 
 @pytest.fixture
-def env(tmp_path: Path, sftp_server, silent_host: int, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch):
+def env(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sftp_server,
+    warehouse: WarehouseResource,
+    monkeypatch: pytest.MonkeyPatch,
+):
     info, root = sftp_server
+    unreachable = getattr(request, "param", None) == "with unreachable tenants"
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.setattr(sensors, "utc_today", lambda: TODAY)
     folder = root / f"acme_{tmp_path.name}"
     folder.mkdir()
     latin_folder = root / f"latin_{tmp_path.name}"
@@ -91,14 +104,16 @@ def env(tmp_path: Path, sftp_server, silent_host: int, warehouse: WarehouseResou
             "latin": {
                 "sftp": {**common, "username": "latin", "remote_dir": f"/{latin_folder.name}", "encoding": "latin-1"}
             },
-            "down": {"sftp": {**common, "username": "acme", "port": _closed_port()}},
-            "silent": {"sftp": {**common, "username": "acme", "port": silent_host}},
         }
     }
+    if unreachable:
+        registry["tenants"]["down"] = {"sftp": {**common, "username": "acme", "port": _closed_port()}}
+        silent_port = request.getfixturevalue("silent_host")
+        registry["tenants"]["silent"] = {"sftp": {**common, "username": "acme", "port": silent_port}}
     tenants_file = tmp_path / "tenants.yaml"
     tenants_file.write_text(yaml.safe_dump(registry))
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("tenant", ["acme", "latin", "down", "silent"])
+    instance.add_dynamic_partitions("tenant", sorted(registry["tenants"]))
     resources = {
         "sftp": SFTPResource(connect_timeout=2.0, banner_timeout=1.0, max_attempts=2),
         "warehouse": warehouse,
@@ -133,7 +148,8 @@ def env(tmp_path: Path, sftp_server, silent_host: int, warehouse: WarehouseResou
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
             return sensor(context)
 
-    return Env()
+    yield Env()
+    instance.dispose()
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -204,6 +220,30 @@ def test_a_reuploaded_changed_file_is_detected_and_reloaded(env) -> None:
     assert coordinates_out_of_range(env.warehouse, "acme") == 0
 
 
+def test_a_file_loaded_unchanged_is_not_requested_again_by_a_fresh_cursor(env) -> None:
+    name = f"users_{DAY:%Y%m%d}.csv"
+    path = env.upload(name, users_report(DAY, seed="acme"), mtime=1_700_000_000)
+    size = path.stat().st_size
+    # What `sftp/users` records for the file it loaded (the demo's runs, a backfill): name, size and mtime.
+    env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            dg.AssetKey(["sftp", "users"]),
+            partition=f"{DAY}|acme",
+            metadata={LOADED_FILES_METADATA_KEY: [loaded_file_entry(name, size, 1_700_000_000)]},
+        )
+    )
+    first = env.tick("users")  # a fresh cursor: first sight
+    second = env.tick("users", first.cursor)
+    assert second.run_requests == []
+    assert json.loads(second.cursor)["acme"][name] == [size, 1_700_000_000, True]
+
+    env.upload(name, users_report(DAY, seed="acme") + b"U999,new@example.com,N,,,,\n", mtime=1_700_000_900)
+    third = env.tick("users")  # changed since it was loaded: requested again once stable
+    fourth = env.tick("users", third.cursor)
+    assert [r.tags["sftp/file"] for r in fourth.run_requests] == [name]
+
+
+@WITH_UNREACHABLE
 def test_growing_and_temporary_files_wait_and_a_down_tenant_does_not_block_others(env) -> None:
     growing = env.upload(f"users_{DAY:%Y%m%d}.csv", HEADER.encode() + b"\n", mtime=1_700_000_000)
     env.upload(f"users_{TODAY:%Y%m%d}.csv.part", b"partial")
@@ -220,6 +260,7 @@ def test_growing_and_temporary_files_wait_and_a_down_tenant_does_not_block_other
     assert cursor["down"] == {} and cursor["silent"] == {}  # tenants that could not be listed keep their state
 
 
+@WITH_UNREACHABLE
 def test_a_silent_host_is_reported_and_does_not_hold_back_other_tenants(env) -> None:
     env.upload(f"users_{DAY:%Y%m%d}.csv", users_report(DAY, seed="acme"), mtime=1_700_000_000)
     started = time.monotonic()
