@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 INTERACTION_TYPES = ("view", "click", "purchase", "like", "add_to_cart")
 DEDUP_KEY = ("user_id", "item_id", "interaction_type", "timestamp")
 REASONS = "failed_expectations"
+# A time of day followed by a zone designator: "Z" or an offset such as +02:00, -0500, +01.
+_ZONED = r"(?i)\d:\d\d(:\d\d([.,]\d+)?)?\s*(z|[+-]\d\d(:?\d\d)?)$"
 
 ACCEPTED_SCHEMA: dict[str, pa.Schema] = {
     "interactions": pa.schema(
@@ -210,13 +212,19 @@ def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _timestamps(text: pa.ChunkedArray) -> pa.ChunkedArray:
-    """ISO-8601 to UTC; Arrow's cast is the fast path, pandas' ISO-8601 parser takes files that mix zone-less
-    times (read as UTC) or hold unparseable values (null here, judged by the suite)."""
+    """ISO-8601 to UTC; a time without a zone is read as UTC. Arrow's cast is the fast path for files where every
+    value carries its zone; otherwise pandas' ISO-8601 parser runs separately on zoned and zone-less values (mixed
+    in one call, pandas applies the first offset it sees to the zone-less ones) and leaves unparseable ones null."""
     try:
         return text.cast(pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_datetime(text.to_pandas(), format="ISO8601", utc=True, errors="coerce")
-        return pa.chunked_array([pa.array(parsed, pa.timestamp("us", tz="UTC"))])
+        pass
+    values = text.to_pandas()
+    zoned = pc.fill_null(pc.match_substring_regex(text, _ZONED), False).to_numpy(zero_copy_only=False)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
+    parsed[zoned] = pd.to_datetime(values[zoned], format="ISO8601", utc=True, errors="coerce")
+    parsed[~zoned] = pd.to_datetime(values[~zoned], format="ISO8601", errors="coerce").dt.tz_localize("UTC")
+    return pa.chunked_array([pa.array(parsed, pa.timestamp("us", tz="UTC"))])
 
 
 def _numbers(text: pa.ChunkedArray) -> pa.ChunkedArray:
