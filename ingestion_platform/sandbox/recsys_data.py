@@ -36,13 +36,32 @@ TYPE_SHARES = np.array([0.60, 0.20, 0.08, 0.07, 0.05])
 DAYS = 90
 
 
+STARS = np.array([1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0])
+STAR_SHARES = np.array([0.04, 0.06, 0.12, 0.1, 0.3, 0.18, 0.2])
+_CHUNK = 1_000_000  # rows generated at a time, so 20M interactions never sit in memory at once
+_CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed")
+_INTERACTIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("interaction_type", pa.string()),
+        ("timestamp", pa.string()),
+        ("rating", pa.float64()),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class GeneratedRecsys:
-    interactions_path: Path
+    interactions_paths: tuple[Path, ...]
     items_path: Path
     users: int
     items: int
     interactions: int
+
+    @property
+    def interactions_path(self) -> Path:
+        return self.interactions_paths[0]
 
 
 def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
@@ -65,9 +84,11 @@ def generate_recsys(
     *,
     items_format: Literal["csv", "ndjson"] = "csv",
     end: datetime | None = None,
+    rows_per_file: int | None = None,
 ) -> GeneratedRecsys:
     """Write `interactions.csv` and `items.csv` (or `items.ndjson`) to `out_dir`; `end` (default: today 00:00 UTC)
-    closes the 90-day window, so a fixed `end` and seed give byte-identical files."""
+    closes the 90-day window, so a fixed `end` and seed give byte-identical files. With `rows_per_file`, the
+    interactions are split into `interactions-0001.csv`, ... as a tenant's successive uploads would be."""
     if users < 1 or items < 1 or interactions < 0:
         raise ValueError("users and items must be >= 1 and interactions >= 0")
     rng = np.random.default_rng(seed)
@@ -100,32 +121,58 @@ def generate_recsys(
 
     item_p = _zipf_weights(items, 1.05, rng)
     user_p = _zipf_weights(users, 0.7, rng)
-    item_idx = rng.choice(items, size=interactions, p=item_p)
-    user_idx = rng.choice(users, size=interactions, p=user_p)
-    kind = rng.choice(len(INTERACTION_TYPES), size=interactions, p=TYPE_SHARES)
-    seconds = rng.integers(0, DAYS * 86400, size=interactions)
     start = np.datetime64((end - timedelta(days=DAYS)).replace(tzinfo=None), "s")
+    per_file = rows_per_file or max(interactions, 1)
+    paths: list[Path] = []
+    writer: pacsv.CSVWriter | None = None
+    written_in_file = 0
+    done = 0
+    try:
+        while done < interactions:
+            n = min(_CHUNK, interactions - done, per_file - written_in_file)
+            if writer is None:
+                name = "interactions.csv" if rows_per_file is None else f"interactions-{len(paths) + 1:04d}.csv"
+                paths.append(out / name)
+                writer = pacsv.CSVWriter(paths[-1], _INTERACTIONS_SCHEMA, write_options=_CSV_OPTIONS)
+            writer.write_table(_interactions(rng, n, user_p, item_p, start))
+            done += n
+            written_in_file += n
+            if written_in_file == per_file:
+                writer.close()
+                writer, written_in_file = None, 0
+    finally:
+        if writer is not None:
+            writer.close()
+    if not paths:
+        paths.append(out / "interactions.csv")
+        pacsv.write_csv(_INTERACTIONS_SCHEMA.empty_table(), paths[0], _CSV_OPTIONS)
+    if items_format == "csv":
+        items_path = out / "items.csv"
+        pacsv.write_csv(items_table, items_path, _CSV_OPTIONS)
+    else:
+        items_path = out / "items.ndjson"
+        items_table.to_pandas().to_json(items_path, orient="records", lines=True, force_ascii=False)
+    return GeneratedRecsys(tuple(paths), items_path, users, items, interactions)
+
+
+def _interactions(
+    rng: np.random.Generator, n: int, user_p: np.ndarray, item_p: np.ndarray, start: np.datetime64
+) -> pa.Table:
+    item_idx = rng.choice(len(item_p), size=n, p=item_p)
+    user_idx = rng.choice(len(user_p), size=n, p=user_p)
+    kind = rng.choice(len(INTERACTION_TYPES), size=n, p=TYPE_SHARES)
+    seconds = rng.integers(0, DAYS * 86400, size=n)
     stamps = np.char.add(np.datetime_as_string(start + seconds.astype("timedelta64[s]"), unit="s"), "Z")
     # Ratings: most purchases and a third of likes are rated, skewed towards 4 and 5 as real ratings are.
-    rated = ((kind == 4) & (rng.random(interactions) < 0.7)) | ((kind == 3) & (rng.random(interactions) < 0.33))
-    stars = rng.choice(
-        np.array([1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0]), size=interactions, p=[0.04, 0.06, 0.12, 0.1, 0.3, 0.18, 0.2]
-    )
-    interactions_table = pa.table(
+    rated = ((kind == 4) & (rng.random(n) < 0.7)) | ((kind == 3) & (rng.random(n) < 0.33))
+    stars = rng.choice(STARS, size=n, p=STAR_SHARES)
+    return pa.table(
         {
-            "user_id": _ids("user_", user_idx + 1, 6),
+            "user_id": _ids("user_", user_idx + 1, 7),
             "item_id": _ids("item_", item_idx + 1, 6),
             "interaction_type": pa.array(INTERACTION_TYPES[kind]),
             "timestamp": pa.array(stamps),
             "rating": pa.array(stars, mask=~rated),
-        }
+        },
+        schema=_INTERACTIONS_SCHEMA,
     )
-    interactions_path = out / "interactions.csv"
-    pacsv.write_csv(interactions_table, interactions_path, pacsv.WriteOptions(quoting_style="needed"))
-    if items_format == "csv":
-        items_path = out / "items.csv"
-        pacsv.write_csv(items_table, items_path, pacsv.WriteOptions(quoting_style="needed"))
-    else:
-        items_path = out / "items.ndjson"
-        items_table.to_pandas().to_json(items_path, orient="records", lines=True, force_ascii=False)
-    return GeneratedRecsys(interactions_path, items_path, users, items, interactions)
