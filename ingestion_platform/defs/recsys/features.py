@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class SampleStats:
     users_short_of_negatives: int
     rounds: int
     seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label_balance(self) -> float:
@@ -98,7 +97,7 @@ class SampleStats:
 
 @contextmanager
 def _connect(engine: EngineSettings) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A throw-away database file in the temp directory, so tables spill to disk instead of growing RSS."""
+    """An in-memory database whose tables and operators spill to a throw-away folder beyond `memory_limit`."""
     base = Path(engine.temp_directory) if engine.temp_directory else None
     if base:
         base.mkdir(parents=True, exist_ok=True)
@@ -124,20 +123,39 @@ def _paths(paths: Sequence[PathLike]) -> str:
 
 
 def _load_interactions(con: duckdb.DuckDBPyConnection, paths: Sequence[PathLike]) -> tuple[int, int]:
-    """Times become naive UTC here once, because every later step on a zoned timestamp goes through ICU and is
-    several times slower. One file needs no deduplication: validation already dropped its duplicates."""
+    """Load `interactions(uidx, iidx, interaction_type, ts, rating)` with users and items as dense integers
+    (numbered in id order, so integer order is id order) and times as epoch microseconds: grouping and joining on
+    integers is several times faster than on strings, and zoned timestamps would go through ICU at every step.
+    One file needs no deduplication: validation already dropped its duplicates."""
     source = f"read_parquet({_paths(paths)}, union_by_name = true)"
-    columns = (
-        'user_id, item_id, interaction_type, CAST("timestamp" AS TIMESTAMP) AS ts, CAST(rating AS DOUBLE) AS rating'
+    con.execute(
+        f"""
+        CREATE TABLE users AS
+        SELECT user_id, CAST(row_number() OVER (ORDER BY user_id) AS INTEGER) AS uidx
+        FROM (SELECT DISTINCT user_id FROM {source})
+        """
     )
+    con.execute(
+        f"""
+        CREATE TABLE items AS
+        SELECT item_id, CAST(row_number() OVER (ORDER BY item_id) AS INTEGER) AS iidx
+        FROM (SELECT DISTINCT item_id FROM {source})
+        """
+    )
+    types = ", ".join(f"'{t}'" for t in INTERACTION_TYPES)
+    columns = (
+        f"u.uidx, i.iidx, CAST(interaction_type AS ENUM({types})) AS interaction_type, "
+        'epoch_us("timestamp") AS ts, CAST(rating AS DOUBLE) AS rating'
+    )
+    joined = f"{source} s JOIN users u USING (user_id) JOIN items i USING (item_id)"
     if len(paths) == 1:
-        con.execute(f"CREATE TABLE interactions AS SELECT {columns} FROM {source}")
+        con.execute(f"CREATE TABLE interactions AS SELECT {columns} FROM {joined}")
         return int(_scalar(con, "SELECT count(*) FROM interactions")), 0
     con.execute(
         f"""
         CREATE TABLE interactions AS
-        SELECT user_id, item_id, interaction_type, ts, max(rating) AS rating
-        FROM (SELECT {columns} FROM {source}) GROUP BY user_id, item_id, interaction_type, ts
+        SELECT uidx, iidx, interaction_type, ts, max(rating) AS rating
+        FROM (SELECT {columns} FROM {joined}) GROUP BY uidx, iidx, interaction_type, ts
         """
     )
     rows = int(_scalar(con, "SELECT count(*) FROM interactions"))
@@ -145,8 +163,8 @@ def _load_interactions(con: duckdb.DuckDBPyConnection, paths: Sequence[PathLike]
     return rows, raw_rows - rows
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
-    row = con.execute(sql, params or []).fetchone()
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
     assert row is not None
     return row[0]
 
@@ -158,55 +176,57 @@ def _counts(prefix: str = "num_") -> str:
     )
 
 
+_DAY_US = 86_400_000_000
+
 USER_FEATURES_SQL = f"""
 WITH per_user AS (
-    SELECT user_id,
+    SELECT uidx,
            count(*) AS total_interactions,
            avg(rating) AS avg_rating,
            min(ts) AS first_interaction,
            max(ts) AS last_interaction,
-           count(DISTINCT CAST(ts AS DATE)) AS days_active,
+           count(DISTINCT ts // {_DAY_US}) AS days_active,
            {_counts()}
-    FROM interactions GROUP BY user_id
+    FROM interactions GROUP BY uidx
 ), per_item AS (
-    SELECT user_id, count(*) AS unique_items, arg_max(item_id, ts, {RECENT_ITEMS}) AS recent_items
-    FROM (SELECT user_id, item_id, max(ts) AS ts FROM interactions GROUP BY user_id, item_id)
-    GROUP BY user_id
+    SELECT uidx, count(*) AS unique_items, arg_max(items.item_id, ts, {RECENT_ITEMS}) AS recent_items
+    FROM (SELECT uidx, iidx, max(ts) AS ts FROM interactions GROUP BY uidx, iidx) JOIN items USING (iidx)
+    GROUP BY uidx
 )
-SELECT p.user_id, p.total_interactions, i.unique_items, p.avg_rating,
-       timezone('UTC', p.first_interaction) AS first_interaction,
-       timezone('UTC', p.last_interaction) AS last_interaction,
+SELECT users.user_id, p.total_interactions, i.unique_items, p.avg_rating,
+       CAST(make_timestamp(p.first_interaction) AS TIMESTAMPTZ) AS first_interaction,
+       CAST(make_timestamp(p.last_interaction) AS TIMESTAMPTZ) AS last_interaction,
        p.days_active, p.total_interactions / p.days_active AS interactions_per_day,
        p.num_views, p.num_clicks, p.num_purchases, p.num_likes, p.num_add_to_carts,
        p.num_purchases / p.total_interactions AS conversion_rate,
        i.recent_items
-FROM per_user p JOIN per_item i USING (user_id)
+FROM per_user p JOIN per_item i USING (uidx) JOIN users USING (uidx)
 """
 
 ITEM_FEATURES_SQL = f"""
 WITH per_item AS (
-    SELECT item_id,
+    SELECT iidx,
            count(*) AS total_interactions,
-           count(DISTINCT user_id) AS unique_users,
+           count(DISTINCT uidx) AS unique_users,
            avg(rating) AS avg_rating,
            avg(CASE interaction_type {" ".join(f"WHEN '{t}' THEN {w}" for t, w in ENGAGEMENT_WEIGHTS.items())} END)
                AS engagement_score,
            {_counts()}
-    FROM interactions GROUP BY item_id
+    FROM interactions GROUP BY iidx
 )
-SELECT item_id, total_interactions, unique_users, avg_rating,
+SELECT items.item_id, total_interactions, unique_users, avg_rating,
        ln(1 + total_interactions) / ln(1 + max(total_interactions) OVER ()) AS popularity_score,
        engagement_score,
        num_purchases / total_interactions AS purchase_rate,
        CASE WHEN num_views > 0 THEN num_clicks / num_views END AS click_through_rate,
        num_views, num_clicks, num_purchases, num_likes, num_add_to_carts
-FROM per_item
+FROM per_item JOIN items USING (iidx)
 """
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, out: PathLike) -> int:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    target = str(out).replace("'", "''")
+    target = _quote(out)
     con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
     return int(_scalar(con, f"SELECT count(*) FROM read_parquet('{target}')"))
 
@@ -244,84 +264,66 @@ def training_samples(
     unknown = set(s.positive_types) - set(INTERACTION_TYPES)
     if unknown or not s.positive_types:
         raise ValueError(f"positive_types must be a non-empty subset of {INTERACTION_TYPES}; unknown: {unknown}")
+    # Every value below that DuckDB sees is an int or a checked interaction type, inlined rather than bound:
+    # with parameters DuckDB cannot size joins and picks far slower plans.
+    types = ", ".join(f"'{t}'" for t in s.positive_types)
     started = time.perf_counter()
     with _connect(engine or EngineSettings()) as con:
         _load_interactions(con, interactions)
         con.execute(
             f"""
             CREATE TABLE kept AS
-            WITH users AS (
-                     SELECT user_id FROM interactions GROUP BY user_id HAVING count(*) >= {int(s.min_user_interactions)}
-                 ),
-                 items AS (
-                     SELECT item_id FROM interactions GROUP BY item_id HAVING count(*) >= {int(s.min_item_interactions)}
-                 )
-            SELECT i.* FROM interactions i SEMI JOIN users USING (user_id) SEMI JOIN items USING (item_id)
+            WITH u AS (SELECT uidx FROM interactions GROUP BY uidx HAVING count(*) >= {int(s.min_user_interactions)}),
+                 i AS (SELECT iidx FROM interactions GROUP BY iidx HAVING count(*) >= {int(s.min_item_interactions)})
+            SELECT * FROM interactions SEMI JOIN u USING (uidx) SEMI JOIN i USING (iidx)
             """
         )
         kept = int(_scalar(con, "SELECT count(*) FROM kept"))
-        types = ", ".join(f"'{t}'" for t in s.positive_types)  # checked against INTERACTION_TYPES above
-        cap = int(s.max_positives_per_user)
         con.execute(
             f"""
             CREATE TABLE positives AS
-            SELECT user_id, item_id FROM (
-                SELECT user_id, item_id, max(ts) AS ts FROM kept
-                WHERE interaction_type IN ({types}) GROUP BY user_id, item_id
+            SELECT uidx, iidx FROM (
+                SELECT uidx, iidx, max(ts) AS ts FROM kept WHERE interaction_type IN ({types}) GROUP BY uidx, iidx
             )
-            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, item_id) <= {cap}
+            QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY ts DESC, iidx) <= {int(s.max_positives_per_user)}
             """
         )
-        # Items as dense integers, most popular first; the urn holds each item in proportion to its count, so a
-        # uniform slot is a popularity-weighted item and drawing is an equality join, not a range search.
+        # The urn holds each kept item in proportion to its interaction count, so a uniform slot is a
+        # popularity-weighted item and a draw is an equality join, not a range search.
+        con.execute("CREATE TABLE popularity AS SELECT iidx, count(*) AS n FROM kept GROUP BY iidx")
+        total = int(_scalar(con, "SELECT coalesce(sum(n), 0) FROM popularity"))
         con.execute(
-            """
-            CREATE TABLE item_ids AS
-            SELECT item_id, CAST(row_number() OVER (ORDER BY n DESC, item_id) - 1 AS INTEGER) AS idx, n
-            FROM (SELECT item_id, count(*) AS n FROM kept GROUP BY item_id)
-            """
-        )
-        total = int(_scalar(con, "SELECT coalesce(sum(n), 0) FROM item_ids"))
-        con.execute(
-            """
+            f"""
             CREATE TABLE urn AS
-            SELECT CAST(start + unnest(range(width)) AS BIGINT) AS slot, idx FROM (
-                SELECT idx, width, sum(width) OVER (ORDER BY idx) - width AS start FROM (
-                    SELECT idx, CAST(greatest(1, round(n * $slots / $total)) AS BIGINT) AS width FROM item_ids
+            SELECT CAST(start + unnest(range(width)) AS BIGINT) AS slot, iidx FROM (
+                SELECT iidx, width, sum(width) OVER (ORDER BY iidx) - width AS start FROM (
+                    SELECT iidx, CAST(greatest(1, round(n * {max(1, min(total, _URN_SLOTS))} / {max(total, 1)}))
+                                      AS BIGINT) AS width
+                    FROM popularity
                 )
             )
-            """,
-            {"slots": max(1, min(total, _URN_SLOTS)), "total": max(total, 1)},
+            """
         )
         slots = max(1, int(_scalar(con, "SELECT count(*) FROM urn")))
-        # Users as dense integers too: the draw, join and dedup steps below run on integer keys only.
-        con.execute(
-            """
-            CREATE TABLE user_ids AS
-            SELECT user_id, CAST(row_number() OVER (ORDER BY user_id) AS INTEGER) AS uidx
-            FROM (SELECT DISTINCT user_id FROM positives)
-            """
-        )
         # Every item the user touched in any way, kept or not, so a negative is never something they interacted with.
         con.execute(
             """
             CREATE TABLE seen AS
-            SELECT DISTINCT u.uidx, ids.idx
-            FROM interactions i JOIN item_ids ids USING (item_id) JOIN user_ids u USING (user_id)
+            SELECT DISTINCT uidx, iidx FROM interactions SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
             """
         )
         con.execute(
-            """
+            f"""
             CREATE TABLE need AS
-            WITH pos AS (SELECT u.uidx, count(*) AS n FROM positives JOIN user_ids u USING (user_id) GROUP BY u.uidx),
-                 seen_n AS (SELECT uidx, count(*) AS n FROM seen GROUP BY uidx)
+            WITH pos AS (SELECT uidx, count(*) AS n FROM positives GROUP BY uidx),
+                 seen_n AS (SELECT uidx, count(*) AS n FROM seen SEMI JOIN popularity USING (iidx) GROUP BY uidx)
             SELECT pos.uidx,
-                   least(pos.n * $ratio, (SELECT count(*) FROM item_ids) - coalesce(seen_n.n, 0)) AS wanted
+                   least(pos.n * {int(s.negative_ratio)},
+                         (SELECT count(*) FROM popularity) - coalesce(seen_n.n, 0)) AS wanted
             FROM pos LEFT JOIN seen_n USING (uidx)
-            """,
-            {"ratio": s.negative_ratio},
+            """
         )
-        con.execute("CREATE TABLE negatives (uidx INTEGER, idx INTEGER, draw BIGINT)")
+        con.execute("CREATE TABLE negatives (uidx INTEGER, iidx INTEGER, draw BIGINT)")
         rounds = 0
         offset = 0
         while rounds < _MAX_ROUNDS:
@@ -337,11 +339,10 @@ def training_samples(
                 break
             multiplier = 2**rounds
             # Three statements rather than one query with CTEs: DuckDB plans the combined query far worse.
-            # Integers inlined rather than bound: with parameters DuckDB cannot size the join and picks a slow plan.
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP TABLE draws AS
-                SELECT uidx, any_value(missing) AS missing, urn.idx, min(draw) AS draw
+                SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
                 FROM (
                     SELECT uidx, missing, draw, hash({int(s.seed)}, uidx, draw) % {slots} AS slot
                     FROM (
@@ -349,19 +350,19 @@ def training_samples(
                         FROM deficit
                     )
                 ) JOIN urn USING (slot)
-                GROUP BY uidx, urn.idx
+                GROUP BY uidx, urn.iidx
                 """
             )
             con.execute(
                 """
                 CREATE OR REPLACE TEMP TABLE fresh AS
-                SELECT * FROM draws ANTI JOIN seen USING (uidx, idx) ANTI JOIN negatives USING (uidx, idx)
+                SELECT * FROM draws ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
                 """
             )
             con.execute(
                 """
                 INSERT INTO negatives
-                SELECT uidx, idx, draw FROM fresh
+                SELECT uidx, iidx, draw FROM fresh
                 QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY draw) <= missing
                 """
             )
@@ -377,25 +378,25 @@ def training_samples(
                 """,
             )
         )
+        # Integer order is id order, so sorting on (uidx, label, iidx) sorts by (user_id, label, item_id).
         samples = """
-            SELECT user_id, item_id, 1.0 AS label FROM positives
+            SELECT uidx, iidx, 1.0 AS label FROM positives
             UNION ALL
-            SELECT u.user_id, ids.item_id, 0.0 AS label
-            FROM negatives n JOIN item_ids ids USING (idx) JOIN user_ids u USING (uidx)
+            SELECT uidx, iidx, 0.0 AS label FROM negatives
         """
-        select = "SELECT s.user_id, s.item_id, s.label"
-        joins = ""
+        select = "SELECT users.user_id, items.item_id, s.label"
+        joins = " JOIN users USING (uidx) JOIN items USING (iidx)"
         if user_features is not None:
             select += ", " + _prefixed(con, user_features, "uf", "user_", skip={"user_id", "recent_items"})
-            joins += f" LEFT JOIN read_parquet('{_quote(user_features)}') uf ON uf.user_id = s.user_id"
+            joins += f" LEFT JOIN read_parquet('{_quote(user_features)}') uf ON uf.user_id = users.user_id"
         if item_features is not None:
             select += ", " + _prefixed(con, item_features, "itf", "item_", skip={"item_id"})
-            joins += f" LEFT JOIN read_parquet('{_quote(item_features)}') itf ON itf.item_id = s.item_id"
-        rows = _copy(con, f"{select} FROM ({samples}) s{joins} ORDER BY s.user_id, s.label DESC, s.item_id", out)
+            joins += f" LEFT JOIN read_parquet('{_quote(item_features)}') itf ON itf.item_id = items.item_id"
+        rows = _copy(con, f"{select} FROM ({samples}) s{joins} ORDER BY s.uidx, s.label DESC, s.iidx", out)
         positives = int(_scalar(con, "SELECT count(*) FROM positives"))
         negatives = int(_scalar(con, "SELECT count(*) FROM negatives"))
-        users = int(_scalar(con, "SELECT count(DISTINCT user_id) FROM positives"))
-        items = int(_scalar(con, "SELECT count(*) FROM item_ids"))
+        users = int(_scalar(con, "SELECT count(DISTINCT uidx) FROM positives"))
+        items = int(_scalar(con, "SELECT count(*) FROM popularity"))
     return SampleStats(
         rows=rows,
         positives=positives,
