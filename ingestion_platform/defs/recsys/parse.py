@@ -218,9 +218,10 @@ def _parse_csv(data: bytes, data_type: DataType) -> tuple[pa.Table, tuple[str, .
 
 
 def _csv_header(data: bytes) -> list[str]:
+    end = data.find(b"\n")
     try:
         reader = pacsv.open_csv(
-            pa.py_buffer(data[: data.find(b"\n") + 1 or len(data)] or data),
+            pa.py_buffer(data if end < 0 else data[: end + 1]),
             read_options=pacsv.ReadOptions(block_size=_SNIFF_BYTES),
         )
     except pa.ArrowInvalid as exc:
@@ -235,7 +236,7 @@ def _parse_json(data: bytes, data_type: DataType, fmt: Format) -> tuple[pa.Table
     con = duckdb.connect()
     text = pa.array([data.decode("utf-8", errors="replace")], pa.large_string())
     if fmt == "json":
-        doc = pa.table({"doc": text})  # noqa: F841 (DuckDB reads the local by name)
+        con.register("doc", pa.table({"doc": text}))
         if not con.sql("SELECT json_valid(doc) FROM doc").fetchone()[0]:  # type: ignore[index]
             raise UploadError("unparseable", "the file starts with '[' but is not a valid JSON array")
         if con.sql("SELECT json_type(doc) FROM doc").fetchone()[0] != "ARRAY":  # type: ignore[index]
@@ -246,7 +247,7 @@ def _parse_json(data: bytes, data_type: DataType, fmt: Format) -> tuple[pa.Table
         )
     else:
         lines = pc.split_pattern(text, "\n").flatten()
-        lines_table = pa.table({"line": lines})  # noqa: F841 (DuckDB reads the local by name)
+        con.register("lines_table", pa.table({"line": lines}))
         records = (
             "SELECT n, rec, ok FROM (SELECT row_number() OVER () AS n, line AS rec, "
             "json_valid(line) AND json_type(CASE WHEN json_valid(line) THEN line END) = 'OBJECT' AS ok, "

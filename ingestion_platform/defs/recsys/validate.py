@@ -185,6 +185,11 @@ def _suite_spec(data_type: DataType) -> tuple[_Expectation, ...]:
     )
 
 
+def expectation_names(data_type: DataType) -> tuple[str, ...]:
+    """The suite's expectation ids, known without importing GX, so asset check specs can be declared at load time."""
+    return tuple(spec.name for spec in _suite_spec(data_type))
+
+
 @functools.cache
 def _gx(data_type: DataType) -> tuple["BatchDefinition", "ExpectationSuite"]:
     """One ephemeral GX context per process: building it and the suite costs more than validating a small file."""

@@ -7,6 +7,7 @@ import pytest
 from ingestion_platform.defs.recsys.parse import parse_upload
 from ingestion_platform.defs.recsys.validate import (
     ACCEPTED_SCHEMA,
+    expectation_names,
     rejected_schema,
     validate_command,
     validate_file,
@@ -77,6 +78,7 @@ def test_interactions_accepted_rejected_with_reasons() -> None:
     row6 = result.rejected.filter(result.rejected.column("row_number").to_numpy() == 6).to_pylist()[0]
     assert row6["rating"] == "abc" and row6["timestamp"] == "2025-01-01T12:00:00+02:00"
     summary = {s["expectation"]: s for s in result.summary()}
+    assert tuple(summary) == expectation_names("interactions")
     assert summary["timestamp_iso8601"]["unexpected_count"] == 3
     assert summary["interaction_type_in_set"]["success"] is False
     assert summary["interaction_type_not_null"] == {
