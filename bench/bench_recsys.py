@@ -109,8 +109,10 @@ PHASES = {"ingest": phase_ingest, "features": phase_features, "sampling": phase_
 
 def _child(phase: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--phase", phase, "--work", args.work, "--memory-limit", args.memory_limit]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ Definitions (the old service named these features without defining them; these a
 """
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -177,6 +178,43 @@ def _counts(prefix: str = "num_") -> str:
 
 
 _DAY_US = 86_400_000_000
+# Top-N aggregates and the draws' join keep state that DuckDB cannot spill, so they run over a slice of the users
+# at a time, sized from the memory limit (1 GB: 250k users, 4M draws); everything else spills.
+_BYTES_PER_USER = 4096
+_BYTES_PER_DRAW = 256
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _limit_bytes(limit: str) -> int:
+    match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", limit)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"memory_limit {limit!r}: expected a size such as 1GB or 512MB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _user_item_tables(con: duckdb.DuckDBPyConnection, engine: EngineSettings) -> None:
+    """`pairs` (one row per user and item touched), `days` (active days per user) and `recent` (unique items and
+    the 50 most recent items per user), built without distinct or top-N aggregates over all users at once."""
+    con.execute("CREATE TABLE pairs AS SELECT uidx, iidx, max(ts) AS ts FROM interactions GROUP BY uidx, iidx")
+    con.execute(
+        f"""
+        CREATE TABLE days AS
+        SELECT uidx, count(*) AS days_active FROM (SELECT DISTINCT uidx, ts // {_DAY_US} FROM interactions)
+        GROUP BY uidx
+        """
+    )
+    con.execute("CREATE TABLE recent (uidx INTEGER, unique_items BIGINT, recent INTEGER[])")
+    per_pass = max(1, _limit_bytes(engine.memory_limit) // _BYTES_PER_USER)
+    passes = int(_scalar(con, "SELECT count(*) FROM users")) // per_pass + 1
+    for part in range(passes):
+        con.execute(
+            f"""
+            INSERT INTO recent
+            SELECT uidx, count(*), arg_max(iidx, ts, {RECENT_ITEMS}) FROM pairs
+            WHERE uidx % {passes} = {part} GROUP BY uidx
+            """
+        )
+
 
 USER_FEATURES_SQL = f"""
 WITH per_user AS (
@@ -185,42 +223,36 @@ WITH per_user AS (
            avg(rating) AS avg_rating,
            min(ts) AS first_interaction,
            max(ts) AS last_interaction,
-           count(DISTINCT ts // {_DAY_US}) AS days_active,
            {_counts()}
     FROM interactions GROUP BY uidx
-), per_item AS (
-    SELECT uidx, count(*) AS unique_items, arg_max(items.item_id, ts, {RECENT_ITEMS}) AS recent_items
-    FROM (SELECT uidx, iidx, max(ts) AS ts FROM interactions GROUP BY uidx, iidx) JOIN items USING (iidx)
-    GROUP BY uidx
-)
-SELECT users.user_id, p.total_interactions, i.unique_items, p.avg_rating,
+), names AS (SELECT list(item_id ORDER BY iidx) AS names FROM items)
+SELECT users.user_id, p.total_interactions, r.unique_items, p.avg_rating,
        CAST(make_timestamp(p.first_interaction) AS TIMESTAMPTZ) AS first_interaction,
        CAST(make_timestamp(p.last_interaction) AS TIMESTAMPTZ) AS last_interaction,
-       p.days_active, p.total_interactions / p.days_active AS interactions_per_day,
+       d.days_active, p.total_interactions / d.days_active AS interactions_per_day,
        p.num_views, p.num_clicks, p.num_purchases, p.num_likes, p.num_add_to_carts,
        p.num_purchases / p.total_interactions AS conversion_rate,
-       i.recent_items
-FROM per_user p JOIN per_item i USING (uidx) JOIN users USING (uidx)
+       list_transform(r.recent, x -> names.names[x]) AS recent_items
+FROM per_user p JOIN days d USING (uidx) JOIN recent r USING (uidx) JOIN users USING (uidx), names
 """
 
 ITEM_FEATURES_SQL = f"""
 WITH per_item AS (
     SELECT iidx,
            count(*) AS total_interactions,
-           count(DISTINCT uidx) AS unique_users,
            avg(rating) AS avg_rating,
            avg(CASE interaction_type {" ".join(f"WHEN '{t}' THEN {w}" for t, w in ENGAGEMENT_WEIGHTS.items())} END)
                AS engagement_score,
            {_counts()}
     FROM interactions GROUP BY iidx
-)
+), per_item_users AS (SELECT iidx, count(*) AS unique_users FROM pairs GROUP BY iidx)
 SELECT items.item_id, total_interactions, unique_users, avg_rating,
        ln(1 + total_interactions) / ln(1 + max(total_interactions) OVER ()) AS popularity_score,
        engagement_score,
        num_purchases / total_interactions AS purchase_rate,
        CASE WHEN num_views > 0 THEN num_clicks / num_views END AS click_through_rate,
        num_views, num_clicks, num_purchases, num_likes, num_add_to_carts
-FROM per_item JOIN items USING (iidx)
+FROM per_item JOIN per_item_users USING (iidx) JOIN items USING (iidx)
 """
 
 
@@ -240,8 +272,10 @@ def compute_features(
 ) -> FeatureStats:
     """Write user and item features for all interactions in the given accepted-upload Parquet files."""
     started = time.perf_counter()
-    with _connect(engine or EngineSettings()) as con:
+    engine = engine or EngineSettings()
+    with _connect(engine) as con:
         rows, duplicates = _load_interactions(con, interactions)
+        _user_item_tables(con, engine)
         users = _copy(con, f"{USER_FEATURES_SQL} ORDER BY user_id", user_features_out)
         items = _copy(con, f"{ITEM_FEATURES_SQL} ORDER BY item_id", item_features_out)
     return FeatureStats(rows, duplicates, users, items, time.perf_counter() - started)
@@ -268,7 +302,9 @@ def training_samples(
     # with parameters DuckDB cannot size joins and picks far slower plans.
     types = ", ".join(f"'{t}'" for t in s.positive_types)
     started = time.perf_counter()
-    with _connect(engine or EngineSettings()) as con:
+    engine = engine or EngineSettings()
+    draws_per_pass = max(1, _limit_bytes(engine.memory_limit) // _BYTES_PER_DRAW)
+    with _connect(engine) as con:
         _load_interactions(con, interactions)
         con.execute(
             f"""
@@ -338,34 +374,37 @@ def training_samples(
             if _scalar(con, "SELECT count(*) FROM deficit") == 0:
                 break
             multiplier = 2**rounds
-            # Three statements rather than one query with CTEs: DuckDB plans the combined query far worse.
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE draws AS
-                SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
-                FROM (
-                    SELECT uidx, missing, draw, hash({int(s.seed)}, uidx, draw) % {slots} AS slot
+            missing = int(_scalar(con, "SELECT sum(missing) FROM deficit"))
+            passes = missing * 2 * multiplier // draws_per_pass + 1
+            for part in range(passes):
+                # Three statements rather than one query with CTEs: DuckDB plans the combined query far worse.
+                con.execute(
+                    f"""
+                    CREATE OR REPLACE TEMP TABLE draws AS
+                    SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
                     FROM (
-                        SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
-                        FROM deficit
-                    )
-                ) JOIN urn USING (slot)
-                GROUP BY uidx, urn.iidx
-                """
-            )
-            con.execute(
-                """
-                CREATE OR REPLACE TEMP TABLE fresh AS
-                SELECT * FROM draws ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
-                """
-            )
-            con.execute(
-                """
-                INSERT INTO negatives
-                SELECT uidx, iidx, draw FROM fresh
-                QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY draw) <= missing
-                """
-            )
+                        SELECT uidx, missing, draw, hash({int(s.seed)}, uidx, draw) % {slots} AS slot
+                        FROM (
+                            SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
+                            FROM deficit WHERE uidx % {passes} = {part}
+                        )
+                    ) JOIN urn USING (slot)
+                    GROUP BY uidx, urn.iidx
+                    """
+                )
+                con.execute(
+                    """
+                    CREATE OR REPLACE TEMP TABLE fresh AS
+                    SELECT * FROM draws ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
+                    """
+                )
+                con.execute(
+                    """
+                    INSERT INTO negatives
+                    SELECT uidx, iidx, draw FROM fresh
+                    QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY draw) <= missing
+                    """
+                )
             offset += int(_scalar(con, "SELECT max(missing) FROM deficit")) * 2 * multiplier + 8
             rounds += 1
         short = int(
