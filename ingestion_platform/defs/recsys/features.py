@@ -348,6 +348,9 @@ def training_samples(
             SELECT DISTINCT uidx, iidx FROM interactions SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
             """
         )
+        # Tables of an in-memory database count against memory_limit, so each goes as soon as it is used up.
+        con.execute("DROP TABLE interactions")
+        con.execute("DROP TABLE kept")
         con.execute(
             f"""
             CREATE TABLE need AS
@@ -417,6 +420,8 @@ def training_samples(
                 """,
             )
         )
+        for table in ("seen", "need", "urn", "deficit", "draws", "fresh"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
         # Integer order is id order, so sorting on (uidx, label, iidx) sorts by (user_id, label, item_id).
         samples = """
             SELECT uidx, iidx, 1.0 AS label FROM positives
