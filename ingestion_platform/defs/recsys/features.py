@@ -25,6 +25,7 @@ Definitions (the old service named these features without defining them; these a
   the same samples regardless of thread scheduling.
 """
 
+import itertools
 import os
 import re
 import tempfile
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 INTERACTION_TYPES = ("view", "click", "purchase", "like", "add_to_cart")
 ENGAGEMENT_WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "like": 4, "purchase": 5}
@@ -182,6 +184,7 @@ _DAY_US = 86_400_000_000
 # at a time, sized from the memory limit (1 GB: 250k users, 4M draws); everything else spills.
 _BYTES_PER_USER = 4096
 _BYTES_PER_DRAW = 256
+_BYTES_PER_SAMPLE = 100
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -304,7 +307,10 @@ def training_samples(
     started = time.perf_counter()
     engine = engine or EngineSettings()
     draws_per_pass = max(1, _limit_bytes(engine.memory_limit) // _BYTES_PER_DRAW)
-    with _connect(engine) as con:
+    with (
+        _connect(engine) as con,
+        tempfile.TemporaryDirectory(prefix="recsys-samples-", dir=engine.temp_directory) as work,
+    ):
         _load_interactions(con, interactions)
         con.execute(
             f"""
@@ -436,9 +442,23 @@ def training_samples(
         if item_features is not None:
             select += ", " + _prefixed(con, item_features, "itf", "item_", skip={"item_id"})
             joins += f" LEFT JOIN read_parquet('{_quote(item_features)}') itf ON itf.item_id = items.item_id"
-        rows = _copy(con, f"{select} FROM ({samples}) s{joins} ORDER BY s.uidx, s.label DESC, s.iidx", out)
         positives = int(_scalar(con, "SELECT count(*) FROM positives"))
         negatives = int(_scalar(con, "SELECT count(*) FROM negatives"))
+        # A sort of all samples with their joins does not fit the memory limit at 20M interactions, so the file is
+        # written in slices of consecutive users, each sorted by DuckDB, and the slices concatenated in order.
+        slices = (positives + negatives) * _BYTES_PER_SAMPLE // _limit_bytes(engine.memory_limit) + 1
+        user_count = int(_scalar(con, "SELECT count(*) FROM users"))
+        bounds = [user_count * k // slices for k in range(slices + 1)]
+        parts: list[Path] = []
+        for k, (low, high) in enumerate(itertools.pairwise(bounds)):
+            parts.append(Path(work) / f"samples-{k:05d}.parquet")
+            _copy(
+                con,
+                f"{select} FROM ({samples}) s{joins} WHERE s.uidx > {low} AND s.uidx <= {high} "
+                "ORDER BY s.uidx, s.label DESC, s.iidx",
+                parts[-1],
+            )
+        rows = _concatenate(parts, out)
         users = int(_scalar(con, "SELECT count(DISTINCT uidx) FROM positives"))
         items = int(_scalar(con, "SELECT count(*) FROM popularity"))
     return SampleStats(
@@ -452,6 +472,21 @@ def training_samples(
         rounds=rounds,
         seconds=time.perf_counter() - started,
     )
+
+
+def _concatenate(parts: Sequence[Path], out: PathLike) -> int:
+    """Stream the slices' row groups into one file; never more than one row group in memory."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    schema = pq.read_schema(parts[0])
+    rows = 0
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for part in parts:
+            source = pq.ParquetFile(part)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                writer.write_table(table)
+                rows += table.num_rows
+    return rows
 
 
 def _quote(path: PathLike) -> str:
