@@ -1,9 +1,11 @@
 """User and item features and training samples, computed out of core over a tenant's accepted interaction uploads.
 
-DuckDB does the work: it reads the Parquet files directly, runs every aggregate and join vectorised, and spills to
-a temp directory under a fixed `memory_limit`, so 20M interactions fit in 2 GB of RSS on one machine where the old
-pandas pipeline needed ~2 GB per million. (Polars' streaming engine would also stream, but it cannot spill window
-and join state the way DuckDB does, and DuckDB was already in the lock file for the BigQuery emulator.)
+DuckDB does the work: it reads the Parquet files directly, runs every aggregate and join vectorised, and spills
+joins, sorts and group-bys to a temp directory under one `memory_limit`; what it cannot spill (top-N aggregates,
+the negative draws, the final sort) runs in slices of users sized from that limit. So 20M interactions fit in 2 GB
+of RSS on one machine where the old pandas pipeline needed ~2 GB per million. DuckDB rather than Polars' streaming
+engine: it was already in the lock file (the BigQuery emulator), and one engine with one memory limit covers the
+SQL here, where Polars would add a package.
 
 Interactions are deduplicated across uploads on (user_id, item_id, interaction_type, timestamp) first, so an
 interaction uploaded twice in overlapping files counts once.
