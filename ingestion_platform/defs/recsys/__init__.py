@@ -1,0 +1,1 @@
+"""Recommender uploads (interactions, items): parsing, Great Expectations validation, features and training samples."""
