@@ -89,6 +89,9 @@ class AnomalyThresholds:
     null_rate_min_change: float = 0.05
 
 
+DEFAULT_THRESHOLDS = AnomalyThresholds()
+
+
 @dataclass(frozen=True)
 class Anomaly:
     metric: str  # row_count or null_rate
@@ -123,7 +126,7 @@ def _anomalous(value: float, history: Sequence[float], thresholds: AnomalyThresh
 def detect_anomalies(
     history: Sequence[ProfileSnapshot],
     current: ProfileSnapshot,
-    thresholds: AnomalyThresholds = AnomalyThresholds(),
+    thresholds: AnomalyThresholds = DEFAULT_THRESHOLDS,
 ) -> list[Anomaly]:
     """Row-count and null-rate anomalies of `current` against `history` (earlier profiles, any order)."""
     if len(history) < thresholds.min_history:
