@@ -2,11 +2,11 @@
 
 Why in SQL: the replaced service pulled samples into pandas, which neither scales to a million rows nor gives exact
 numbers. Here every statistic is computed by the warehouse in a few set-based statements:
-- one `count(*)` for the row count;
-- one statement with a UNION ALL branch per column: each branch groups the column's non-null values once
-  (`value, count(*)`) and derives everything else from that grouped set: distinct count (number of groups), non-null
-  count (sum of counts), min/max/avg (weighted by counts), top values (largest groups) and pattern shares (regexes
-  run once per distinct value, weighted by its count, so a column of repeated codes costs one regex per code);
+- one scan computing the row count and every column's non-null count, min, max, avg, text lengths and pattern
+  match counts as plain aggregates, which PostgreSQL runs as a parallel aggregate; each regex sits behind a cheap
+  guard (length, first character, an `@`) that every match passes, so most values never reach a regex;
+- one statement with a UNION ALL branch per column that groups the column's non-null values once
+  (`value, count(*)`): the number of groups is the distinct count and the largest groups are the top values;
 - at most one statement for composite key candidates and one for foreign-key candidates.
 
 Text is grouped and ordered with `COLLATE "C"` so ties in top values and text min/max are the same on every server
@@ -344,19 +344,19 @@ def profile_table(
         if scope_column is not None and scope_column not in {name for name, _, _ in described}:
             raise ValueError(f"{schema}.{table} has no {scope_column!r} column to scope the profile by tenant")
         scope = _scope(scope_column)
-        row_count = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, scope), params).fetchone()
-        rows = int(row_count[0]) if row_count else 0
         kinds: dict[str, Kind] = {name: _KINDS.get(dtype, "other") for name, _, dtype in described}
+        rows = 0
         scanned: dict[int, Sequence[Any]] = {}
         for first in range(0, len(described), _COLUMNS_PER_SCAN):
             chunk = described[first : first + _COLUMNS_PER_SCAN]
-            exprs = [e for name, _, _ in chunk for e in _scan_columns(kinds[name], name)]
+            exprs = [sql.SQL("count(*)"), *(e for name, _, _ in chunk for e in _scan_columns(kinds[name], name))]
             found = conn.execute(
                 sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(exprs), target, scope), params
             ).fetchone()
             assert found is not None  # an aggregate without GROUP BY always returns one row
+            rows = int(found[0])
             for i, (_, pos, _) in enumerate(chunk):
-                scanned[pos] = found[i * _SCAN_WIDTH : (i + 1) * _SCAN_WIDTH]
+                scanned[pos] = found[1 + i * _SCAN_WIDTH : 1 + (i + 1) * _SCAN_WIDTH]
         branches = [_group_branch(target, name, pos, kinds[name], scope, top_n) for name, pos, _ in described]
         grouped = {int(r[0]): r[1:] for r in conn.execute(sql.SQL(" UNION ALL ").join(branches), params).fetchall()}
         columns = tuple(
@@ -461,7 +461,7 @@ def _foreign_keys(
     checks: list[tuple[ColumnProfile, TableProfile, ColumnProfile]] = []
     seen: set[tuple[str, str, str]] = set()
     for ref in references:
-        if (ref.tenant_id is None) != (profile.tenant_id is None) or ref.tenant_id != profile.tenant_id:
+        if ref.tenant_id != profile.tenant_id:
             continue
         for key in (ref.column(k[0]) for k in ref.candidate_keys if len(k) == 1):
             if (ref.schema, ref.table, key.name) in seen:
