@@ -2,11 +2,13 @@
 
 Why in SQL: the replaced service pulled samples into pandas, which neither scales to a million rows nor gives exact
 numbers. Here every statistic is computed by the warehouse in a few set-based statements:
-- one scan computing the row count and every column's non-null count, min, max, avg, text lengths and pattern
-  match counts as plain aggregates, which PostgreSQL runs as a parallel aggregate; each regex sits behind a cheap
-  guard (length, first character, an `@`) that every match passes, so most values never reach a regex;
+- one scan computing the row count, every column's non-null count, and min, max and avg of numbers and times, as
+  plain aggregates that PostgreSQL runs as a parallel aggregate;
 - one statement with a UNION ALL branch per column that groups the column's non-null values once
-  (`value, count(*)`): the number of groups is the distinct count and the largest groups are the top values;
+  (`value, count(*)`): the number of groups is the distinct count, the largest groups are the top values, and text
+  statistics (min, max, lengths, pattern shares) come from the groups weighted by their counts, so a regex runs once
+  per distinct value (a column of repeated codes costs one per code), behind a cheap guard (length, first
+  character, an `@`) that every match passes, so most values never reach a regex;
 - at most one statement for composite key candidates and one for foreign-key candidates.
 
 Text is grouped and ordered with `COLLATE "C"` so ties in top values and text min/max are the same on every server
@@ -215,59 +217,92 @@ def _value_expr(column: str, kind: Kind) -> sql.Composable:
     return sql.Identifier(column)
 
 
-def _scan_columns(kind: Kind, column: str) -> list[sql.Composable]:
-    """The eight per-column aggregates of the one-scan statement: non-null count, min, max, avg as a number,
-    avg as a time, min and max length, pattern match counts."""
+def _text_aggregates(value: sql.Composable, *, grouped: bool) -> sql.Composable:
+    """min, max, min and max length, and pattern match counts of text `value`: over the raw rows, or over grouped
+    values `v` with counts `n` (each regex then runs once per distinct value and counts for all its rows)."""
+    tally = "coalesce(sum(n) FILTER (WHERE {cond}), 0)" if grouped else "count(*) FILTER (WHERE {cond})"
+    counts = [
+        sql.SQL("{}, ").format(sql.Literal(name))
+        + sql.SQL(tally).format(
+            cond=sql.SQL("{} AND {} ~* {}{}").format(
+                sql.SQL(_GUARDS[name]).format(v=value),
+                value,
+                sql.Placeholder(f"re_{name}"),
+                sql.SQL(" AND length(regexp_replace({}, '[^0-9]', '', 'g')) >= {}").format(
+                    value, sql.Literal(_PHONE_MIN_DIGITS)
+                )
+                if name == "phone"
+                else sql.SQL(""),
+            )
+        )
+        for name in _ALL_PATTERNS
+    ]
+    return sql.SQL(
+        "min({v})::text, max({v})::text, min(length({v})), max(length({v})), jsonb_build_object({c})"
+    ).format(v=value, c=sql.SQL(", ").join(counts))
+
+
+_NO_TEXT = sql.SQL("NULL::text, NULL::text, NULL::integer, NULL::integer, NULL::jsonb")
+
+
+def _scan_columns(kind: Kind, column: str, *, text_here: bool) -> list[sql.Composable]:
+    """The per-column aggregates of the one-scan statement: non-null count; min, max and avg of numbers and times;
+    the text statistics of text columns with many distinct values (`text_here`)."""
     col = sql.Identifier(column)
-    value = _value_expr(column, kind)
     exprs: list[sql.Composable] = [sql.SQL("count({})").format(col)]
-    if kind in ("boolean", "other"):  # no ordering for boolean; json has none and arrays' is rarely meaningful
-        exprs += [sql.SQL("NULL::text"), sql.SQL("NULL::text")]
+    if kind in ("integer", "decimal", "temporal"):
+        exprs += [sql.SQL("min({})::text").format(col), sql.SQL("max({})::text").format(col)]
     else:
-        exprs += [sql.SQL("min({})::text").format(value), sql.SQL("max({})::text").format(value)]
+        exprs += [sql.SQL("NULL::text"), sql.SQL("NULL::text")]
     if kind in ("integer", "decimal"):
         exprs += [sql.SQL("avg({})::float8").format(col), sql.SQL("NULL::timestamptz")]
     elif kind == "temporal":
         exprs += [sql.SQL("NULL::float8"), sql.SQL("to_timestamp(avg(extract(epoch FROM {})))").format(col)]
     else:
         exprs += [sql.SQL("NULL::float8"), sql.SQL("NULL::timestamptz")]
-    if kind == "text":
-        exprs += [sql.SQL("min(length({}))").format(col), sql.SQL("max(length({}))").format(col)]
-        counts = [
-            sql.SQL("{}, count(*) FILTER (WHERE {} AND {} ~* {}{})").format(
-                sql.Literal(name),
-                sql.SQL(_GUARDS[name]).format(v=col),
-                col,
-                sql.Placeholder(f"re_{name}"),
-                sql.SQL(" AND length(regexp_replace({}, '[^0-9]', '', 'g')) >= {}").format(
-                    col, sql.Literal(_PHONE_MIN_DIGITS)
-                )
-                if name == "phone"
-                else sql.SQL(""),
-            )
-            for name in _ALL_PATTERNS
-        ]
-        exprs.append(sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(counts)))
-    else:
-        exprs += [sql.SQL("NULL::integer"), sql.SQL("NULL::integer"), sql.SQL("NULL::jsonb")]
+    exprs.append(_text_aggregates(_value_expr(column, kind), grouped=False) if text_here else _NO_TEXT)
     return exprs
 
 
-_SCAN_WIDTH = 8
+_SCAN_WIDTH = 10
 # PostgreSQL allows 1,664 result columns; wider tables are scanned in chunks of this many columns.
 _COLUMNS_PER_SCAN = 150
+# Text columns with more distinct values than this (by the planner's statistics) get their text statistics from the
+# parallel raw scan; fewer, from their grouped values. Either way the numbers are exact: only the cost differs.
+GROUPED_TEXT_MAX_DISTINCT = 10_000
+
+
+def _estimated_distinct(conn: Connection, schema: str, table: str) -> dict[str, float]:
+    """The planner's distinct-value estimates (pg_stats, kept by ANALYZE/autovacuum); empty if never analyzed."""
+    rows = conn.execute(
+        "SELECT s.attname, CASE WHEN s.n_distinct >= 0 THEN s.n_distinct ELSE -s.n_distinct * greatest(c.reltuples, 0) "
+        "END FROM pg_stats s JOIN pg_namespace ns ON ns.nspname = s.schemaname "
+        "JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = s.tablename "
+        "WHERE s.schemaname = %s AND s.tablename = %s",
+        (schema, table),
+    ).fetchall()
+    return {str(name): float(estimate) for name, estimate in rows}
 
 
 def _group_branch(
-    table: sql.Composable, column: str, ordinal: int, kind: Kind, scope: sql.Composable, top_n: int
+    table: sql.Composable,
+    column: str,
+    ordinal: int,
+    kind: Kind,
+    scope: sql.Composable,
+    top_n: int,
+    *,
+    text_here: bool,
 ) -> sql.Composed:
-    """Distinct count and top values of one column, from one grouping of its non-null values."""
+    """Distinct count and top values of one column (and, for text, the text statistics) from one grouping of its
+    non-null values."""
+    text = _text_aggregates(sql.SQL("v"), grouped=True) if text_here else _NO_TEXT
     return sql.SQL(
         "(WITH g AS MATERIALIZED (SELECT {value} AS v, count(*) AS n FROM {table} WHERE {scope} AND {col} IS NOT NULL "
         "GROUP BY 1) "
         "SELECT {ordinal}::integer AS ordinal, count(*) AS distinct_count, "
         "(SELECT coalesce(jsonb_agg(jsonb_build_array(t.v::text, t.n) ORDER BY t.n DESC, t.v), '[]'::jsonb) "
-        "FROM (SELECT v, n FROM g ORDER BY n DESC, v LIMIT {top}) t) AS top_values FROM g)"
+        "FROM (SELECT v, n FROM g ORDER BY n DESC, v LIMIT {top}) t) AS top_values, {text} FROM g)"
     ).format(
         value=_value_expr(column, kind),
         table=table,
@@ -275,6 +310,7 @@ def _group_branch(
         col=sql.Identifier(column),
         ordinal=sql.Literal(ordinal),
         top=sql.Literal(top_n),
+        text=text,
     )
 
 
@@ -314,6 +350,7 @@ def profile_table(
     fk_threshold: float = 0.99,
     max_pair_checks: int = 10,
     work_mem: str = DEFAULT_WORK_MEM,
+    grouped_text_max_distinct: int = GROUPED_TEXT_MAX_DISTINCT,
 ) -> TableProfile:
     """Profile `schema.table` (only `tenant_id`'s rows when given) and find key and foreign-key candidates.
 
@@ -335,6 +372,9 @@ def profile_table(
     # Regexes travel as parameters: a literal `%` in SQL text would read as a placeholder.
     params: dict[str, Any] = {"tenant": tenant_id, **{f"re_{name}": regex for name, regex in _ALL_PATTERNS.items()}}
     with warehouse.raw_connection() as conn, conn.transaction():
+        # One snapshot for every statement, so a load committing mid-profile cannot make the row count and the
+        # distinct counts describe different rows; read-only repeatable read never fails on serialization.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # min/max/avg of dates and timestamps are read as text: make their spelling independent of the server.
         conn.execute("SET LOCAL TIME ZONE 'UTC'")
         conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
@@ -345,11 +385,20 @@ def profile_table(
             raise ValueError(f"{schema}.{table} has no {scope_column!r} column to scope the profile by tenant")
         scope = _scope(scope_column)
         kinds: dict[str, Kind] = {name: _KINDS.get(dtype, "other") for name, _, dtype in described}
+        estimates = _estimated_distinct(conn, schema, table)
+        text_in_scan = {
+            name
+            for name, _, _ in described
+            if kinds[name] == "text" and estimates.get(name, 0.0) > grouped_text_max_distinct
+        }
         rows = 0
         scanned: dict[int, Sequence[Any]] = {}
         for first in range(0, len(described), _COLUMNS_PER_SCAN):
             chunk = described[first : first + _COLUMNS_PER_SCAN]
-            exprs = [sql.SQL("count(*)"), *(e for name, _, _ in chunk for e in _scan_columns(kinds[name], name))]
+            exprs = [
+                sql.SQL("count(*)"),
+                *(e for name, _, _ in chunk for e in _scan_columns(kinds[name], name, text_here=name in text_in_scan)),
+            ]
             found = conn.execute(
                 sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(exprs), target, scope), params
             ).fetchone()
@@ -357,7 +406,18 @@ def profile_table(
             rows = int(found[0])
             for i, (_, pos, _) in enumerate(chunk):
                 scanned[pos] = found[1 + i * _SCAN_WIDTH : 1 + (i + 1) * _SCAN_WIDTH]
-        branches = [_group_branch(target, name, pos, kinds[name], scope, top_n) for name, pos, _ in described]
+        branches = [
+            _group_branch(
+                target,
+                name,
+                pos,
+                kinds[name],
+                scope,
+                top_n,
+                text_here=kinds[name] == "text" and name not in text_in_scan,
+            )
+            for name, pos, _ in described
+        ]
         grouped = {int(r[0]): r[1:] for r in conn.execute(sql.SQL(" UNION ALL ").join(branches), params).fetchall()}
         columns = tuple(
             _column_profile(name, pos, dtype, kinds[name], rows, scanned[pos], grouped[pos])
@@ -383,8 +443,13 @@ def profile_table(
 def _column_profile(
     name: str, ordinal: int, data_type: str, kind: Kind, rows: int, scanned: Sequence[Any], grouped: Sequence[Any]
 ) -> ColumnProfile:
-    non_null, min_value, max_value, avg_number, avg_time, min_len, max_len, patterns = scanned
-    distinct, top = grouped
+    non_null, min_value, max_value, avg_number, avg_time = scanned[:5]
+    distinct, top = grouped[:2]
+    # text statistics come from the scan or from the groups, whichever computed them; the other holds NULLs
+    text_stats = scanned[5:] if scanned[9] is not None else grouped[2:]
+    text_min, text_max, min_len, max_len, patterns = text_stats
+    if kind == "text":
+        min_value, max_value = text_min, text_max
     non_null = int(non_null)
     shares = {k: (int(v) / non_null if non_null else 0.0) for k, v in (patterns or {}).items()}
     inferred, pattern = _infer(data_type, kind, shares, non_null)

@@ -158,6 +158,21 @@ def test_statistics_are_exact(customer: TableProfile) -> None:
     assert (signup.min_value, signup.max_value) == ("1/15/2024", "3/3/2024")
 
 
+def test_text_statistics_are_the_same_from_the_scan_and_from_the_groups(
+    warehouse: WarehouseResource, customer: TableProfile
+) -> None:
+    """Text statistics come from the raw scan for columns the planner expects to have many distinct values, from
+    the grouped values otherwise: both paths must give the same numbers."""
+    with warehouse.raw_connection() as conn:
+        conn.execute("ANALYZE erp.customer")
+    subsidiary = profile_table(warehouse, "erp", "subsidiary", tenant_id="acme")
+    from_scan = profile_table(
+        warehouse, "erp", "customer", tenant_id="acme", references=[subsidiary], grouped_text_max_distinct=0
+    )
+    assert from_scan.columns == customer.columns
+    assert (from_scan.candidate_keys, from_scan.foreign_keys) == (customer.candidate_keys, customer.foreign_keys)
+
+
 def test_key_and_foreign_key_candidates(customer: TableProfile) -> None:
     # id is the only unique non-null column for one tenant; email and code repeat a value, others hold NULLs
     assert customer.candidate_keys == (("id",),)
