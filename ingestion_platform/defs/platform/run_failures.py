@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from dagster_shared.error import SerializableErrorInfo
 
+from ingestion_platform.crawl_state import mark_snapshot_failed
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.warehouse import Column, TableSpec
 
@@ -72,4 +73,9 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
     error = "\n".join(messages) or context.failure_event.message
     row = failure_row(context.dagster_run, error, datetime.now(UTC))
     warehouse.load(RUN_FAILURES, [pd.DataFrame([row])], mode="merge")
+    # A BrightData snapshot's failed download or load is also the crawl's state, where the old failed event went.
+    selection = context.dagster_run.asset_selection or set()
+    if row["partition_key"] and any(key.path[0] == "brightdata" for key in selection):
+        stage = "download" if any(key.path[-1] == "raw_snapshot" for key in selection) else "load"
+        mark_snapshot_failed(warehouse.engine, str(row["partition_key"]), stage=stage, error=error)
     context.log.info(f"recorded failure of run {context.dagster_run.run_id} ({row['job_name']}, {row['tenant_id']})")
