@@ -4,6 +4,7 @@ demo      start the stand-ins, seed the last days for two tenants, materialize e
 dev       start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
 sandbox   start only the stand-ins and print the environment to point a Dagster process at them
 generate  seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
+migrate   create and evolve every warehouse table the code location declares (run as the tables' owner)
 """
 
 import argparse
@@ -167,6 +168,21 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate(args: argparse.Namespace) -> int:
+    """Production loads with a role that may only read and write rows; this, run as the owner, does the DDL."""
+    from ingestion_platform.definitions import defs
+    from ingestion_platform.metadata import declared_tables
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    specs = declared_tables(defs())
+    warehouse = WarehouseResource(url=os.environ.get("WAREHOUSE_URL"), home=str(ingestion_home()))
+    changes = warehouse.migrate(specs)
+    for table, todo in sorted(changes.items()):
+        print(f"{table}: {'; '.join(todo)}")
+    print(f"{len(specs)} declared tables; {len(changes)} changed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # the emulator's gRPC server is chatty about forks
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -193,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--events", type=int, default=600, help="events per day")
     gen.add_argument("--seed", default="generated")
     gen.set_defaults(fn=generate)
+    commands.add_parser("migrate", help="create and evolve every declared warehouse table").set_defaults(fn=migrate)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -1,4 +1,10 @@
-"""Materialization metadata every source attaches the same way: schema, load counts, timings, a preview."""
+"""Materialization metadata every source attaches the same way: schema, load counts, timings, a preview.
+
+Definition metadata also carries each asset's full `TableSpec` (as JSON under `ingestion/table/<schema.table>`),
+so `ingestion-platform migrate` can enumerate every declared table from the loaded definitions, without a second
+registry and without any I/O at definition load. Tables written outside assets (a sensor's) are declared the same
+way with `dg.Definitions(metadata=table_spec_metadata(spec))` in their defs module.
+"""
 
 from collections.abc import Sequence
 from typing import Any
@@ -6,6 +12,8 @@ from typing import Any
 import dagster as dg
 
 from ingestion_platform.warehouse import LoadResult, TableSpec
+
+TABLE_SPEC_PREFIX = "ingestion/table/"
 
 
 def column_schema(spec: TableSpec) -> dg.TableSchema:
@@ -27,7 +35,26 @@ def definition_metadata(spec: TableSpec) -> dict[str, Any]:
     return {
         "dagster/table_name": spec.qualified_name,
         "dagster/column_schema": column_schema(spec),
+        **table_spec_metadata(spec),
     }
+
+
+def table_spec_metadata(spec: TableSpec) -> dict[str, Any]:
+    return {f"{TABLE_SPEC_PREFIX}{spec.qualified_name}": dg.MetadataValue.json(spec.to_dict())}
+
+
+def declared_tables(defs: dg.Definitions) -> list[TableSpec]:
+    """Every TableSpec the definitions declare (assets' and the definitions' own metadata), once each."""
+    entries: list[Any] = [*defs.metadata.items()]
+    for asset_spec in defs.resolve_all_asset_specs():
+        entries.extend(asset_spec.metadata.items())
+    found: dict[str, TableSpec] = {}
+    for key, value in entries:
+        if key.startswith(TABLE_SPEC_PREFIX):
+            data = value.value if isinstance(value, dg.JsonMetadataValue) else value
+            spec = TableSpec.from_dict(data)
+            found[spec.qualified_name] = spec
+    return list(found.values())
 
 
 def preview_md(rows: Sequence[dict[str, Any]], limit: int = 5) -> dg.MetadataValue:
@@ -52,6 +79,15 @@ def load_metadata(results: Sequence[LoadResult]) -> dict[str, Any]:
         "rows_updated": dg.MetadataValue.int(sum(r.updated for r in results)),
         "rows_deleted": dg.MetadataValue.int(sum(r.deleted for r in results)),
         "duplicates_in_input": dg.MetadataValue.int(sum(r.duplicates_in_input for r in results)),
+        "rows_rejected": dg.MetadataValue.int(sum(r.rejected for r in results)),
+        "rows_parked": dg.MetadataValue.int(sum(r.parked for r in results)),
+        "rows_unparked": dg.MetadataValue.int(sum(r.unparked for r in results)),
+        "rows_pending": dg.MetadataValue.int(sum(r.pending for r in results)),
+        "oldest_pending_seconds": dg.MetadataValue.float(
+            max((r.oldest_pending_seconds for r in results if r.oldest_pending_seconds is not None), default=0.0)
+        ),
+        "rows_tombstoned": dg.MetadataValue.int(sum(r.tombstoned for r in results)),
         "bytes_copied": dg.MetadataValue.int(sum(r.bytes_copied for r in results)),
         "load_seconds": dg.MetadataValue.float(round(sum(r.seconds for r in results), 3)),
+        "transaction_seconds": dg.MetadataValue.float(round(sum(r.transaction_seconds for r in results), 3)),
     }

@@ -12,7 +12,7 @@ from psycopg import Connection
 from pydantic import Field
 
 from ingestion_platform.paths import DEFAULT_HOME
-from ingestion_platform.warehouse import LoadResult, TableSpec, load
+from ingestion_platform.warehouse import LoadResult, Reject, TableSpec, load, migrate
 from ingestion_platform.warehouse.embedded import embedded_postgres_url
 from ingestion_platform.warehouse.loader import Batch, Mode
 
@@ -63,9 +63,20 @@ class WarehouseResource(dg.ConfigurableResource):
         *,
         mode: Mode,
         slice_: Mapping[str, Sequence[Any]] | None = None,
+        source: str | None = None,
+        deleted_keys: Iterable[Batch] | None = None,
+        rejects: Iterable[Reject] = (),
     ) -> LoadResult:
+        """`ingestion_platform.warehouse.loader.load` on a pooled autocommit connection (see its docstring)."""
         with self.raw_connection() as conn:
-            return load(conn, spec, batches, mode=mode, slice_=slice_)
+            return load(
+                conn, spec, batches, mode=mode, slice_=slice_, source=source, deleted_keys=deleted_keys, rejects=rejects
+            )
+
+    def migrate(self, specs: Iterable[TableSpec]) -> dict[str, list[str]]:
+        """Create and evolve every declared table; run by `ingestion-platform migrate` with an owner role."""
+        with self.raw_connection() as conn:
+            return migrate(conn, specs)
 
     def query(self, statement: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         with self.engine.connect() as conn:

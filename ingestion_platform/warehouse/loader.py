@@ -1,15 +1,50 @@
-"""The one bulk loader: stream Arrow batches through COPY into a staging table, then merge or replace atomically.
+"""The one bulk loader: stage Arrow batches through COPY, quarantine bad rows, then merge or replace in one short
+transaction.
 
-Why this shape: COPY is the only PostgreSQL path that reaches hundreds of thousands of rows per second, and a
-staging table keeps the target untouched until a single transaction swaps the new rows in, so a failed run leaves
-the previous rows intact and a re-run leaves the same rows as one run (idempotency). Batches are written to COPY
-as CSV produced by pyarrow's C++ writer, so memory stays bounded by one batch whatever the row count.
+Why this shape:
+- COPY is the only PostgreSQL path that reaches hundreds of thousands of rows per second. Batches are written as
+  CSV by pyarrow's C++ writer, one batch ahead in a worker thread, so memory stays bounded by two batches.
+- Staging happens in a session temporary table in autocommit mode, outside any transaction on the target: a
+  source read slowly (BigQuery pages, an HTTP API paged for an hour) holds no lock and cannot die to an
+  idle-in-transaction timeout. Only the final step, which reads nothing from the source, is a transaction:
+  un-park pending rows, check foreign keys, move rejects and parked rows, merge or replace, apply deletes. A failed
+  or killed load leaves the target exactly as it was, and a re-run leaves the same rows as one run.
+- One bad value rejects one row, never the load. Columns whose Arrow type cannot fail against the target are
+  staged typed; the others (text for a bigint, JSON text for jsonb, ...) are staged as text and checked in SQL with
+  `pg_input_is_valid` / `pg_input_error_info` (PostgreSQL 16 or newer, checked at load). NUL bytes, which COPY
+  refuses for the whole load, are found in Arrow before COPY. NOT NULL, the spec's named checks and foreign keys
+  are checked against the staged rows too. Every failing row lands in `<schema>.<table>_rejects` with the raw row
+  as JSON, the reason, the column, the source and line (or input ordinal) and the load time, in the same
+  transaction as the good rows. Parsers pass rows they could not even parse as `Reject`s through the same call.
+
+Public API:
+
+    load(conn, spec, batches, *, mode, slice_=None, source=None, deleted_keys=None, rejects=()) -> LoadResult
+
+- `conn`: an autocommit psycopg connection (`WarehouseResource.raw_connection()` gives one).
+- `mode="merge"`: upsert on `spec.key` (MERGE, or `INSERT ... ON CONFLICT` before PostgreSQL 17); unchanged rows
+  are not rewritten, duplicate input keys keep the last occurrence, `spec.version` never goes back in time. With
+  `slice_` as well, the input is the full content of that slice: key rows of the slice the input lacks are deleted
+  (or tombstoned when `spec.tombstone` is declared).
+- `mode="replace"`: delete the rows matching `slice_` (column -> allowed values) and insert the good staged rows;
+  input rows outside the slice refuse the load.
+- `source`: the file or batch name recorded with rejects and parked rows; rejects recorded earlier for the same
+  source (and the same tenants) are replaced, so reloading a file does not duplicate its rejects.
+- `deleted_keys`: batches of key columns (NetSuite `deletedrecord`): those rows get `spec.tombstone` set to now()
+  (or are deleted when no tombstone column is declared).
+- `rejects`: `Reject`s built by a parser for rows it could not parse, written beside the loader's own; read only
+  after `batches` is exhausted, so a streaming parser can pass the list it fills while being read.
+- Parked rows (`ForeignKey(on_missing="park")`) wait in `<schema>.pending` and are retried on every later merge
+  into the same table, including `load(conn, spec, [], mode="merge")`; they load once their parent exists. A
+  parent in the same input as its child (a self-referencing key) is not seen: the child is parked or rejected.
 """
 
 import io
 import itertools
 import json
+import math
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,19 +52,45 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
 from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
 
-from ingestion_platform.warehouse.schema import TableSpec, ensure_table
+from ingestion_platform.warehouse.schema import TableSpec, ensure_table, pending_spec
 
 Batch = pa.RecordBatch | pa.Table | pd.DataFrame
 Mode = Literal["merge", "replace"]
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed", batch_size=8192)
 _ORDINAL = "_ingest_ordinal"
+_ERROR = "_ingest_error"
+_ERROR_COLUMN = "_ingest_column"
+_PARK = "_ingest_park"
+_PARKED_AT = "_ingest_parked_at"
+_SOURCE = "_ingest_source"
+_LINE = "_ingest_line"
+_META = (_ORDINAL, _ERROR, _ERROR_COLUMN, _PARK, _PARKED_AT, _SOURCE, _LINE)
 # MERGE ... RETURNING merge_action() arrived in PostgreSQL 17; older servers get INSERT ... ON CONFLICT.
 MERGE_MIN_SERVER_VERSION = 170000
+# pg_input_is_valid / pg_input_error_info, which check staged text row by row, arrived in PostgreSQL 16.
+MIN_SERVER_VERSION = 160000
+
+WORK_MEM = "256MB"
+
+_INT_RANGES = {"smallint": 16, "integer": 32, "bigint": 64}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row a parser could not turn into columns (wrong field count, undecodable line): quarantined as is."""
+
+    line_number: int | None
+    reason: str
+    raw: Mapping[str, Any]
+    column: str | None = None
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,15 +105,89 @@ class LoadResult:
     bytes_copied: int
     seconds: float
     added_columns: tuple[str, ...] = ()
+    rejected: int = 0
+    parked: int = 0
+    unparked: int = 0
+    pending: int = 0
+    oldest_pending_seconds: float | None = None
+    tombstoned: int = 0
+    transaction_seconds: float = 0.0
+
+
+def _staged_type(arrow_type: pa.DataType, target: str) -> str:
+    """The staging column type: the target's where no value of `arrow_type` can fail against it, else text."""
+    if target == "text":
+        return "text"
+    if target in _INT_RANGES:
+        if pa.types.is_signed_integer(arrow_type):
+            return target if arrow_type.bit_width <= _INT_RANGES[target] else "text"
+        if pa.types.is_unsigned_integer(arrow_type):
+            return target if arrow_type.bit_width < _INT_RANGES[target] else "text"
+        return "text"
+    if target == "double precision":
+        return target if pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type) else "text"
+    if target == "numeric":
+        return target if pa.types.is_integer(arrow_type) or pa.types.is_decimal(arrow_type) else "text"
+    if target == "boolean":
+        return target if pa.types.is_boolean(arrow_type) else "text"
+    if target == "date":
+        return target if pa.types.is_date(arrow_type) else "text"
+    if target in ("timestamptz", "timestamp"):
+        return target if pa.types.is_timestamp(arrow_type) else "text"
+    return "text"  # jsonb, uuid, text[], numeric(p,s): always checked in SQL
+
+
+def _pg_array_literal(values: list[str | None] | None) -> str | None:
+    if values is None:
+        return None
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("NULL")
+        else:
+            parts.append('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
+
+
+def _as_text(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
+    """A column as the text COPY and pg_input_is_valid read; lists become PostgreSQL array literals."""
+    arrow_type = column.type
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return column
+    if isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.uuid":
+        return pa.array([None if u is None else str(u) for u in column.to_pylist()], pa.string())
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pa.array([_pg_array_literal(v) for v in column.to_pylist()], pa.string())
+    if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in column.to_pylist()])
+    return pc.cast(column, pa.string())
+
+
+def _frame_to_arrow(frame: pd.DataFrame, spec: TableSpec) -> pa.Table:
+    frame = frame.copy(deep=False)
+    for col in frame.columns:
+        if col not in spec.column_names or frame[col].dtype != object:
+            continue
+        pg_type = spec.column(col).type
+        if pg_type == "jsonb":
+            frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
+        elif pg_type == "uuid":
+            frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed Python types in an object column (1 beside "x"): keep each value's text and let SQL judge it.
+        for col in frame.columns:
+            if frame[col].dtype == object and (col not in spec.column_names or spec.column(col).type != "text[]"):
+                frame[col] = frame[col].map(
+                    lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                )
+        return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
     if isinstance(batch, pd.DataFrame):
-        frame = batch.copy(deep=False)
-        for col in frame.columns:
-            if col in spec.column_names and spec.column(col).type == "jsonb" and frame[col].dtype == object:
-                frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = _frame_to_arrow(batch, spec)
     elif isinstance(batch, pa.RecordBatch):
         table = pa.Table.from_batches([batch])
     else:
@@ -62,43 +197,90 @@ def _to_arrow(batch: Batch, spec: TableSpec) -> pa.Table:
         raise ValueError(
             f"{spec.qualified_name}: input has undeclared columns {unknown}; declare them in the TableSpec"
         )
-    nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+    nested = [
+        f.name
+        for f in table.schema
+        if pa.types.is_nested(f.type) and spec.column(f.name).type not in ("text[]", "jsonb")
+    ]
     if nested:
         raise ValueError(f"{spec.qualified_name}: columns {nested} are nested; serialise them to JSON text for jsonb")
     return table
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class _Plan:
+    """Staging columns (input order) and their staging types, fixed by the first batch."""
+
     columns: list[str]
+    staged: dict[str, str]
+    arrow_types: dict[str, pa.DataType]
+
+
+@dataclass(frozen=True)
+class _Chunk:
     rows: int
-    data: bytes
+    marked: int
+    tenants: frozenset[str | None]
+    data: memoryview
 
 
-def _encode(batches: Iterable[Batch], spec: TableSpec) -> Iterator[_Chunk]:
+def _mark(error: Any, error_column: Any, failing: Any, reason: str, name: str) -> tuple[Any, Any]:
+    first = pc.and_(failing, pc.is_null(error))
+    return pc.if_else(first, pa.scalar(reason), error), pc.if_else(first, pa.scalar(name), error_column)
+
+
+def _prepare(table: pa.Table, plan: _Plan, spec: TableSpec) -> pa.Table:
+    """Order and type a batch like the first one; mark rows with NUL bytes (COPY refuses them) and NULLs in NOT
+    NULL columns as rejects here, where Arrow's null counts and a memchr make it nearly free."""
+    if table.column_names != plan.columns:
+        if set(table.column_names) != set(plan.columns):
+            raise ValueError(f"{spec.qualified_name}: all batches must have the same columns as the first")
+        table = table.select(plan.columns)
+    arrays: list[Any] = []
+    error = pa.nulls(table.num_rows, pa.string())
+    error_column = pa.nulls(table.num_rows, pa.string())
+    for name in plan.columns:
+        column = table.column(name)
+        if plan.staged[name] == "text":
+            column = _as_text(column)
+        elif column.type != plan.arrow_types[name]:
+            column = pc.cast(column, plan.arrow_types[name])
+        if not spec.column(name).nullable and column.null_count:
+            reason = f'null value in column "{name}" violates not-null constraint'
+            error, error_column = _mark(error, error_column, pc.is_null(column), reason, name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            has_nul = pc.fill_null(pc.match_substring(column, "\x00"), False)
+            if pc.any(has_nul).as_py():
+                column = pc.replace_substring(column, "\x00", "\ufffd")
+                reason = "value contains a NUL byte (shown as U+FFFD)"
+                error, error_column = _mark(error, error_column, has_nul, reason, name)
+        arrays.append(column)
+    return pa.Table.from_arrays([*arrays, error, error_column], names=[*plan.columns, _ERROR, _ERROR_COLUMN])
+
+
+def _encode(first: pa.Table, rest: Iterator[Batch], plan: _Plan, spec: TableSpec) -> Iterator[_Chunk]:
     """CSV-encode batches one ahead of the COPY, in a worker thread.
 
     pyarrow's CSV writer and psycopg's socket writes both release the GIL, so encoding batch k+1 (and pulling it
     from the source, e.g. a BigQuery page) overlaps with sending batch k; memory stays at two encoded batches.
-    Every batch is written in the first batch's column order, so one COPY statement carries them all.
+    The encoded bytes go to COPY as a view of the writer's buffer, never copied again.
     """
-    source = iter(batches)
-    columns: list[str] = []
+    pending_tables: Iterator[pa.Table] = itertools.chain([first], (_to_arrow(b, spec) for b in rest))
 
     def next_chunk() -> _Chunk | None:
-        for batch in source:
-            table = _to_arrow(batch, spec)
+        for table in pending_tables:
             if table.num_rows == 0:
                 continue
-            if not columns:
-                columns.extend(table.column_names)
-            elif table.column_names != columns:
-                if set(table.column_names) != set(columns):
-                    raise ValueError(f"{spec.qualified_name}: all batches must have the same columns as the first")
-                table = table.select(columns)
             buffer = io.BytesIO()
-            pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
-            return _Chunk(list(columns), table.num_rows, buffer.getvalue())
+            prepared = _prepare(table, plan, spec)
+            pa_csv.write_csv(prepared, buffer, _CSV_OPTIONS)
+            marked = table.num_rows - prepared.column(_ERROR).null_count
+            tenants = (
+                frozenset(pc.unique(pc.cast(table.column("tenant_id"), pa.string())).to_pylist())
+                if "tenant_id" in plan.columns
+                else frozenset()
+            )
+            return _Chunk(table.num_rows, marked, tenants, buffer.getbuffer())
         return None
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-encode") as pool:
@@ -106,6 +288,176 @@ def _encode(batches: Iterable[Batch], spec: TableSpec) -> Iterator[_Chunk]:
         while (chunk := pending.result()) is not None:
             pending = pool.submit(next_chunk)
             yield chunk
+
+
+class _Stage:
+    """SQL fragments over one staging table."""
+
+    def __init__(self, spec: TableSpec, plan: _Plan) -> None:
+        self.spec = spec
+        self.plan = plan
+        self.ident = sql.Identifier(f"_stage_{uuid.uuid4().hex[:12]}_{spec.name}"[:63])
+        # Rows marked as rejects so far (so clean loads skip the rejects statements) and the tenants seen.
+        self.marked = 0
+        self.tenants: set[str | None] = set()
+
+    def raw(self, column: str, alias: str = "s") -> sql.Composable:
+        return sql.Identifier(alias, column)
+
+    def typed(self, column: str, alias: str = "s") -> sql.Composable:
+        """The staged value in the target's type (only valid for rows that passed the checks)."""
+        target = self.spec.column(column).type
+        if column not in self.plan.staged:
+            return sql.SQL("NULL::{}").format(sql.SQL(target))
+        if self.plan.staged[column] == target:
+            return self.raw(column, alias)
+        return sql.SQL("{}::{}").format(self.raw(column, alias), sql.SQL(target))
+
+    def guarded(self, column: str, alias: str = "s") -> sql.Composable:
+        """The typed value, or NULL where the text does not parse: safe on rejected rows too."""
+        if self.plan.staged.get(column, self.spec.column(column).type) == self.spec.column(column).type:
+            return self.typed(column, alias)
+        return sql.SQL("CASE WHEN pg_input_is_valid({raw}, {t}) THEN {typed} END").format(
+            raw=self.raw(column, alias), t=sql.Literal(self.spec.column(column).type), typed=self.typed(column, alias)
+        )
+
+    def good(self, alias: str = "s") -> sql.Composable:
+        return sql.SQL("{} IS NULL AND {} IS NULL").format(sql.Identifier(alias, _ERROR), sql.Identifier(alias, _PARK))
+
+    def typed_rows(self) -> sql.Composed:
+        """The good rows as the target's types: what merge and replace read."""
+        # OFFSET 0 keeps the planner from pushing conditions on the casts below the filter on good rows.
+        return sql.SQL("(SELECT {} FROM {} s WHERE {} OFFSET 0)").format(
+            sql.SQL(", ").join(sql.SQL("{} AS {}").format(self.typed(c), sql.Identifier(c)) for c in self.plan.columns),
+            self.ident,
+            self.good(),
+        )
+
+    @property
+    def meta_array(self) -> sql.Composable:
+        return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, _META)))
+
+
+def _plan_for(table: pa.Table, spec: TableSpec) -> _Plan:
+    staged = {f.name: _staged_type(f.type, spec.column(f.name).type) for f in table.schema}
+    return _Plan(list(table.column_names), staged, {f.name: f.type for f in table.schema})
+
+
+def _empty_plan(spec: TableSpec) -> _Plan:
+    """No input rows: a stage shaped like the target, which parked rows can still be moved through."""
+    return _Plan(spec.column_names, {c.name: c.type for c in spec.columns}, {})
+
+
+def _create_stage(cur: Any, stage: _Stage) -> None:
+    cols = [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(stage.plan.staged[c])) for c in stage.plan.columns] + [
+        sql.SQL("{} bigint GENERATED ALWAYS AS IDENTITY").format(sql.Identifier(_ORDINAL)),
+        sql.SQL("{} text").format(sql.Identifier(_ERROR)),
+        sql.SQL("{} text").format(sql.Identifier(_ERROR_COLUMN)),
+        sql.SQL("{} text").format(sql.Identifier(_PARK)),
+        sql.SQL("{} timestamptz").format(sql.Identifier(_PARKED_AT)),
+        sql.SQL("{} text").format(sql.Identifier(_SOURCE)),
+        sql.SQL("{} bigint").format(sql.Identifier(_LINE)),
+    ]
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(stage.ident, sql.SQL(", ").join(cols)))
+
+
+def _validate(cur: Any, stage: _Stage) -> None:
+    """Mark rows whose text does not parse as the target's type, then rows failing the declared checks."""
+    spec, plan = stage.spec, stage.plan
+    conditions: list[tuple[sql.Composable, sql.Composable, str]] = []
+    for name in plan.columns:
+        col = spec.column(name)
+        ident = stage.raw(name)
+        if plan.staged[name] != col.type:
+            conditions.append(
+                (
+                    sql.SQL("{c} IS NOT NULL AND NOT pg_input_is_valid({c}, {t})").format(
+                        c=ident, t=sql.Literal(col.type)
+                    ),
+                    sql.SQL("(pg_input_error_info({}, {})).message").format(ident, sql.Literal(col.type)),
+                    name,
+                )
+            )
+    if conditions:
+        cur.execute(
+            sql.SQL(
+                "UPDATE {stage} s SET {err} = CASE {reasons} END, {errcol} = CASE {cols} END WHERE {err} IS NULL "
+                "AND ({any})"
+            ).format(
+                stage=stage.ident,
+                err=sql.Identifier(_ERROR),
+                errcol=sql.Identifier(_ERROR_COLUMN),
+                reasons=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(c, r) for c, r, _ in conditions),
+                cols=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(c, sql.Literal(n)) for c, _, n in conditions),
+                any=sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c, _, _ in conditions),
+            )
+        )
+        stage.marked += cur.rowcount
+    if spec.checks:
+        typed = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(stage.typed(c.name), sql.Identifier(c.name)) for c in spec.columns
+        )
+        failing = [
+            (sql.SQL("({}) IS FALSE").format(sql.SQL(expr)), sql.Literal(f"check {name} failed: {expr}"))  # type: ignore[arg-type]
+            for name, expr in spec.checks.items()
+        ]
+        cur.execute(
+            sql.SQL(
+                "UPDATE {stage} s SET {err} = b.reason FROM (SELECT {ord}, CASE {reasons} END AS reason "
+                "FROM (SELECT s.{ord}, {typed} FROM {stage} s WHERE s.{err} IS NULL OFFSET 0) t WHERE {any}) b "
+                "WHERE s.{ord} = b.{ord}"
+            ).format(
+                stage=stage.ident,
+                err=sql.Identifier(_ERROR),
+                ord=sql.Identifier(_ORDINAL),
+                typed=typed,
+                reasons=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(c, r) for c, r in failing),
+                any=sql.SQL(" OR ").join(c for c, _ in failing),
+            )
+        )
+        stage.marked += cur.rowcount
+
+
+def _drop_duplicate_keys(cur: Any, stage: _Stage) -> int:
+    """Keep the last occurrence (highest ordinal) of each key among the good rows; parked rows come first."""
+    spec = stage.spec
+    keys = [stage.typed(k) for k in spec.key]
+    key = sql.SQL(", ").join(keys)
+    cur.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1)").format(
+            stage.ident, stage.good(), key
+        )
+    )
+    if not cur.fetchone()[0]:
+        return 0
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {stage} d USING (SELECT {key_as}, max({ord}) AS keep FROM {stage} s WHERE {good} "
+            "GROUP BY {key} HAVING count(*) > 1) k WHERE {match} AND d.{ord} <> k.keep AND {d_good}"
+        ).format(
+            stage=stage.ident,
+            key_as=sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(e, sql.Identifier(f"k{i}")) for i, e in enumerate(keys)
+            ),
+            key=key,
+            ord=sql.Identifier(_ORDINAL),
+            good=stage.good(),
+            match=sql.SQL(" AND ").join(
+                sql.SQL("{} = k.{}").format(stage.typed(k, "d"), sql.Identifier(f"k{i}"))
+                for i, k in enumerate(spec.key)
+            ),
+            d_good=stage.good("d"),
+        )
+    )
+    return cur.rowcount
+
+
+def _join_columns(stage: _Stage) -> sql.Composable:
+    """The columns plans join or filter on: statistics on the rest would cost time and change no plan."""
+    spec = stage.spec
+    wanted = [*spec.key, *(c for fk in spec.foreign_keys for c in fk.columns), _ERROR]
+    present = [c for c in dict.fromkeys(wanted) if c in stage.plan.columns or c == _ERROR]
+    return sql.SQL(", ").join(map(sql.Identifier, present))
 
 
 def _slice_predicate(spec: TableSpec, slice_: Mapping[str, Sequence[Any]], alias: str | None = None) -> sql.Composable:
@@ -117,6 +469,48 @@ def _slice_predicate(spec: TableSpec, slice_: Mapping[str, Sequence[Any]], alias
     return sql.SQL(" AND ").join(parts)
 
 
+def _copy(cur: Any, stage: _Stage, chunks: Iterator[_Chunk]) -> tuple[int, int]:
+    rows = copied = 0
+    copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        stage.ident, sql.SQL(", ").join(map(sql.Identifier, [*stage.plan.columns, _ERROR, _ERROR_COLUMN]))
+    )
+    with cur.copy(copy_stmt) as copy:
+        for chunk in chunks:
+            copy.write(chunk.data)
+            stage.marked += chunk.marked
+            stage.tenants |= chunk.tenants
+            rows += chunk.rows
+            copied += chunk.data.nbytes
+            chunk.data.release()
+    return rows, copied
+
+
+def _stage_deletes(cur: Any, spec: TableSpec, deleted_keys: Iterable[Batch]) -> sql.Identifier | None:
+    """COPY the deleted keys into their own temporary table (typed as the target's key: a bad key fails the load)."""
+    ident = sql.Identifier(f"_deleted_{uuid.uuid4().hex[:12]}")
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({})").format(
+            ident,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(spec.column(k).type)) for k in spec.key
+            ),
+        )
+    )
+    copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        ident, sql.SQL(", ").join(map(sql.Identifier, spec.key))
+    )
+    with cur.copy(copy_stmt) as copy:
+        for batch in deleted_keys:
+            table = _to_arrow(batch, spec)
+            missing = [k for k in spec.key if k not in table.column_names]
+            if missing:
+                raise ValueError(f"{spec.qualified_name}: deleted keys lack key columns {missing}")
+            buffer = io.BytesIO()
+            pa_csv.write_csv(table.select(list(spec.key)), buffer, _CSV_OPTIONS)
+            copy.write(buffer.getbuffer())
+    return ident
+
+
 def load(
     conn: Connection,
     spec: TableSpec,
@@ -124,85 +518,308 @@ def load(
     *,
     mode: Mode,
     slice_: Mapping[str, Sequence[Any]] | None = None,
+    source: str | None = None,
+    deleted_keys: Iterable[Batch] | None = None,
+    rejects: Iterable[Reject] = (),
 ) -> LoadResult:
-    """Load `batches` into `spec`'s table in one transaction and return what changed.
-
-    merge: upsert on `spec.key` (MERGE, or `INSERT ... ON CONFLICT DO UPDATE` before PostgreSQL 17); rows whose
-    values did not change are not rewritten, and duplicate keys within the input keep the last occurrence.
-    replace: delete the rows matching `slice_` (column -> allowed values) and insert the staged rows; every staged
-    row must fall inside the slice, otherwise a re-run would leave duplicates, so the load is refused.
-    """
+    """Stage `batches`, quarantine bad rows, then change the target in one short transaction (see the module doc)."""
     started = time.perf_counter()
     if mode == "merge" and not spec.key:
         raise ValueError(f"{spec.qualified_name}: merge needs a declared key")
     if mode == "replace" and not slice_:
         raise ValueError(f"{spec.qualified_name}: replace needs a slice (column -> values) to delete")
-    added = ensure_table(conn, spec)
-    staging = sql.Identifier(f"_stage_{spec.schema}_{spec.name}"[:63])
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        cur.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT * FROM {target} WITH NO DATA;"
-                "ALTER TABLE {stage} ADD COLUMN {ordinal} bigint GENERATED ALWAYS AS IDENTITY"
-            ).format(stage=staging, target=spec.ident(), ordinal=sql.Identifier(_ORDINAL))
+    if deleted_keys is not None and not spec.key:
+        raise ValueError(f"{spec.qualified_name}: deletes need a declared key")
+    if not conn.autocommit:
+        raise ValueError("load needs an autocommit connection: staging must run outside any transaction")
+    if conn.info.server_version < MIN_SERVER_VERSION:
+        raise RuntimeError(
+            f"the loader needs PostgreSQL 16 or newer (pg_input_is_valid); server is {conn.info.server_version}"
         )
-        columns: list[str] = []
-        rows = copied = 0
-        encoded = _encode(batches, spec)
-        first = next(encoded, None)
-        if first is not None:
-            columns = first.columns
-            missing = [c.name for c in spec.columns if not c.nullable and c.name not in columns]
-            if missing:
-                raise ValueError(f"{spec.qualified_name}: input lacks required columns {missing}")
-            copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                staging, sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-            with cur.copy(copy_stmt) as copy:
-                for chunk in itertools.chain([first], encoded):
-                    copy.write(chunk.data)
-                    rows += chunk.rows
-                    copied += len(chunk.data)
+    added = ensure_table(conn, spec)
+    source_iter = iter(batches)
+    first: pa.Table | None = None
+    for batch in source_iter:
+        table = _to_arrow(batch, spec)
+        if table.num_rows:
+            first = table
+            break
+    plan = _plan_for(first, spec) if first is not None else _empty_plan(spec)
+    if first is not None:
+        missing = [c.name for c in spec.columns if not c.nullable and c.name not in plan.columns]
+        if missing:
+            raise ValueError(f"{spec.qualified_name}: input lacks required columns {missing}")
         if mode == "merge":
-            inserted, updated, duplicates = _merge(conn, cur, spec, staging, columns, rows)
-            deleted = 0
-        else:
-            assert slice_ is not None
-            inserted, deleted = _replace(cur, spec, staging, columns, slice_)
-            updated = duplicates = 0
+            missing_key = [k for k in spec.key if k not in plan.columns]
+            if missing_key:
+                raise ValueError(f"{spec.qualified_name}: input lacks key columns {missing_key}")
+        if slice_:
+            outside_cols = [c for c in slice_ if c not in plan.columns]
+            if outside_cols:
+                raise ValueError(f"{spec.qualified_name}: input lacks the slice columns {outside_cols}")
+    stage = _Stage(spec, plan)
+    deleted_ident: sql.Identifier | None = None
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SET TIME ZONE 'UTC'")
+            # Duplicate detection and the merge's join hash the whole stage; the default 4 MB spills to disk.
+            cur.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(WORK_MEM)))
+            _create_stage(cur, stage)
+            rows = copied = 0
+            if first is not None:
+                rows, copied = _copy(cur, stage, _encode(first, source_iter, plan, spec))
+            if deleted_keys is not None:
+                deleted_ident = _stage_deletes(cur, spec, deleted_keys)
+            _validate(cur, stage)
+            parse_rejects = list(rejects)  # read after the batches: a streaming parser fills it as it goes
+            duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
+            # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
+            # hash join and index probes into a large target.
+            cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+            transaction_started = time.perf_counter()
+            with conn.transaction():
+                outcome = _apply(conn, cur, stage, mode, slice_, source, deleted_ident, parse_rejects)
+            transaction_seconds = time.perf_counter() - transaction_started
+        finally:
+            if not conn.closed and conn.info.transaction_status == 0:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage.ident))
+                if deleted_ident is not None:
+                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(deleted_ident))
+                cur.execute("RESET TIME ZONE; RESET work_mem")
     return LoadResult(
         table=spec.qualified_name,
         mode=mode,
         rows_staged=rows,
-        inserted=inserted,
-        updated=updated,
-        deleted=deleted,
-        duplicates_in_input=duplicates,
+        inserted=outcome["inserted"],
+        updated=outcome["updated"],
+        deleted=outcome["deleted"],
+        duplicates_in_input=duplicates + outcome["duplicates"],
         bytes_copied=copied,
         seconds=time.perf_counter() - started,
         added_columns=tuple(added),
+        rejected=outcome["rejected"],
+        parked=outcome["parked"],
+        unparked=outcome["unparked"],
+        pending=outcome["pending"],
+        oldest_pending_seconds=outcome["oldest_pending_seconds"],
+        tombstoned=outcome["tombstoned"],
+        transaction_seconds=transaction_seconds,
     )
 
 
-def _merge(
-    conn: Connection, cur: Any, spec: TableSpec, staging: sql.Identifier, columns: list[str], rows: int
-) -> tuple[int, int, int]:
-    if rows == 0:
-        return 0, 0, 0
-    missing_key = [k for k in spec.key if k not in columns]
-    if missing_key:
-        raise ValueError(f"{spec.qualified_name}: input lacks key columns {missing_key}")
-    # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a hash join
-    # and index probes into a large target.
-    cur.execute(sql.SQL("ANALYZE {}").format(staging))
-    # MERGE only notices a key given twice when both rows would change the target, so duplicates are removed up
-    # front (last occurrence wins, as single-row upserts in order would) whatever statement runs.
-    duplicates = _drop_duplicate_keys(cur, spec, staging)
-    statements = _merge_statements(
-        spec, staging, columns, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION
+def _apply(
+    conn: Connection,
+    cur: Any,
+    stage: _Stage,
+    mode: Mode,
+    slice_: Mapping[str, Sequence[Any]] | None,
+    source: str | None,
+    deleted_ident: sql.Identifier | None,
+    parse_rejects: list[Reject],
+) -> dict[str, Any]:
+    """The one short transaction: everything that reads or writes the target and its side tables."""
+    spec = stage.spec
+    out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
+    out |= {"unparked": 0, "parked": 0, "pending": 0, "oldest_pending_seconds": None}
+    pending = sql.Identifier(spec.schema, pending_spec(spec.schema).name)
+    if spec.parks and mode == "merge":  # a replace refuses rows outside its slice, which parked rows may be
+        out["unparked"] = _unpark(cur, stage, pending)
+        if out["unparked"]:
+            out["duplicates"] = _drop_duplicate_keys(cur, stage)
+    _check_foreign_keys(cur, stage)
+    out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
+    if spec.parks:
+        out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source)
+    if mode == "merge":
+        out["inserted"], out["updated"] = _merge(conn, cur, stage)
+        if slice_:
+            deleted, tombstoned = _remove_absent(cur, stage, slice_)
+            out["deleted"] += deleted
+            out["tombstoned"] += tombstoned
+    else:
+        assert slice_ is not None
+        out["inserted"], out["deleted"] = _replace(cur, stage, slice_)
+    if deleted_ident is not None:
+        deleted, tombstoned = _apply_deletes(cur, spec, deleted_ident)
+        out["deleted"] += deleted
+        out["tombstoned"] += tombstoned
+    return out
+
+
+def _unpark(cur: Any, stage: _Stage, pending: sql.Identifier) -> int:
+    """Move this table's parked rows back into the stage, before the new rows (lower ordinals: new rows win)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
+    cur.execute(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {pending} WHERE table_name = %s RETURNING raw, parked_at, source_file, "
+            "line_number) INSERT INTO {stage} ({cols}, {ord}, {parked_at}, {source}, {line}) OVERRIDING SYSTEM VALUE "
+            "SELECT {r_cols}, -row_number() OVER (), m.parked_at, m.source_file, m.line_number "
+            "FROM moved m, jsonb_populate_record(NULL::{stage}, m.raw) r"
+        ).format(
+            pending=pending,
+            stage=stage.ident,
+            cols=cols,
+            ord=sql.Identifier(_ORDINAL),
+            parked_at=sql.Identifier(_PARKED_AT),
+            source=sql.Identifier(_SOURCE),
+            line=sql.Identifier(_LINE),
+            r_cols=sql.SQL(", ").join(sql.Identifier("r", c) for c in stage.plan.columns),
+        ),
+        (stage.spec.name,),
     )
-    return (*_first_that_works(conn, cur, statements), duplicates)
+    return cur.rowcount
+
+
+def _check_foreign_keys(cur: Any, stage: _Stage) -> None:
+    """Mark good rows whose parent is missing: rejected, or parked where the foreign key says so.
+
+    Runs inside the transaction, so a parent committed a moment ago counts; the constraint itself still guards
+    against a parent deleted between this check and the insert (the load fails and is retried).
+    """
+    for fk in stage.spec.foreign_keys:
+        if not all(c in stage.plan.columns for c in fk.columns):
+            continue
+        name = fk.constraint_name(stage.spec.name)
+        action = (
+            sql.SQL("{} = {}").format(sql.Identifier(_PARK), sql.Literal(name))
+            if fk.on_missing == "park"
+            else sql.SQL("{} = {}, {} = {}").format(
+                sql.Identifier(_ERROR),
+                sql.Literal(f"foreign key {name}: no {fk.references} row with this {', '.join(fk.ref_columns)}"),
+                sql.Identifier(_ERROR_COLUMN),
+                sql.Literal(fk.columns[-1]),
+            )
+        )
+        cur.execute(
+            sql.SQL(
+                "UPDATE {stage} s SET {action} WHERE {good} AND {not_null} "
+                "AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})"
+            ).format(
+                stage=stage.ident,
+                action=action,
+                good=stage.good(),
+                not_null=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(stage.raw(c)) for c in fk.columns),
+                parent=sql.Identifier(*fk.parent),
+                match=sql.SQL(" AND ").join(
+                    sql.SQL("p.{} = {}").format(sql.Identifier(r), stage.typed(c))
+                    for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+                ),
+            )
+        )
+        if fk.on_missing == "reject":
+            stage.marked += cur.rowcount
+
+
+def _tenant_expr(stage: _Stage) -> sql.Composable:
+    return sql.SQL("s.tenant_id::text") if "tenant_id" in stage.plan.columns else sql.SQL("NULL::text")
+
+
+def _line_expr(stage: _Stage) -> sql.Composable:
+    line = stage.spec.line_column
+    by_column = stage.guarded(line) if line and line in stage.plan.columns else sql.SQL("NULL")
+    return sql.SQL("coalesce(s.{}, ({})::bigint, s.{})").format(
+        sql.Identifier(_LINE), by_column, sql.Identifier(_ORDINAL)
+    )
+
+
+def _move_rejects(
+    cur: Any,
+    stage: _Stage,
+    source: str | None,
+    slice_: Mapping[str, Sequence[Any]] | None,
+    parse_rejects: list[Reject],
+) -> int:
+    rejects = stage.spec.rejects.ident()
+    if source is not None:
+        # A reload of the same source replaces the rejects an earlier load of it recorded, per tenant.
+        if "tenant_id" in stage.spec.column_names:
+            tenants = stage.tenants | {r.tenant_id for r in parse_rejects}
+            tenants |= {str(t) for t in (slice_ or {}).get("tenant_id", [])}
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE source_file = %s AND (tenant_id = ANY(%s) OR (tenant_id IS NULL AND %s))"
+                ).format(rejects),
+                (source, [t for t in tenants if t is not None], None in tenants),
+            )
+        else:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE source_file = %s").format(rejects), (source,))
+    moved = 0
+    if stage.marked:  # a clean load skips the scan for rejects
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {rejects} (tenant_id, source_file, line_number, column_name, reason, raw, loaded_at) "
+                "SELECT {tenant}, coalesce(s.{src}, %s), {line}, s.{errcol}, s.{err}, to_jsonb(s) - {meta}, now() "
+                "FROM {stage} s WHERE s.{err} IS NOT NULL"
+            ).format(
+                rejects=rejects,
+                tenant=_tenant_expr(stage),
+                src=sql.Identifier(_SOURCE),
+                line=_line_expr(stage),
+                errcol=sql.Identifier(_ERROR_COLUMN),
+                err=sql.Identifier(_ERROR),
+                meta=stage.meta_array,
+                stage=stage.ident,
+            ),
+            (source,),
+        )
+        moved = cur.rowcount
+    if parse_rejects:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (tenant_id, source_file, line_number, column_name, reason, raw, loaded_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, now())"
+            ).format(rejects),
+            [(r.tenant_id, source, r.line_number, r.column, r.reason, Jsonb(dict(r.raw))) for r in parse_rejects],
+        )
+    return moved + len(parse_rejects)
+
+
+def _park(cur: Any, stage: _Stage, pending: sql.Identifier, source: str | None) -> tuple[int, int, float | None]:
+    fks = {fk.constraint_name(stage.spec.name): fk for fk in stage.spec.foreign_keys}
+    parked = 0
+    for name, fk in fks.items():
+        if fk.on_missing != "park":
+            continue
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {pending} (table_name, tenant_id, foreign_key, parent, source_file, line_number, raw, "
+                "parked_at) SELECT %s, {tenant}, %s, jsonb_build_object({parent}), coalesce(s.{src}, %s), {line}, "
+                "to_jsonb(s) - {meta}, coalesce(s.{parked_at}, now()) FROM {stage} s "
+                "WHERE s.{park} = %s AND s.{err} IS NULL"
+            ).format(
+                pending=pending,
+                tenant=_tenant_expr(stage),
+                parent=sql.SQL(", ").join(
+                    sql.SQL("{}, {}").format(sql.Literal(r), stage.raw(c))
+                    for c, r in zip(fk.columns, fk.ref_columns, strict=True)
+                ),
+                src=sql.Identifier(_SOURCE),
+                line=_line_expr(stage),
+                meta=stage.meta_array,
+                parked_at=sql.Identifier(_PARKED_AT),
+                stage=stage.ident,
+                park=sql.Identifier(_PARK),
+                err=sql.Identifier(_ERROR),
+            ),
+            (stage.spec.name, name, source, name),
+        )
+        parked += cur.rowcount
+    cur.execute(
+        sql.SQL("SELECT count(*), extract(epoch FROM now() - min(parked_at)) FROM {} WHERE table_name = %s").format(
+            pending
+        ),
+        (stage.spec.name,),
+    )
+    total, oldest = cur.fetchone()
+    return parked, int(total), None if oldest is None else float(oldest)
+
+
+def _merge(conn: Connection, cur: Any, stage: _Stage) -> tuple[int, int]:
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {})").format(stage.ident, stage.good()))
+    if not cur.fetchone()[0]:
+        return 0, 0
+    statements = _merge_statements(stage, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION)
+    return _first_that_works(conn, cur, statements)
 
 
 def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:
@@ -220,19 +837,19 @@ def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]
         return cur.fetchone()
 
 
-def _merge_statements(
-    spec: TableSpec, staging: sql.Identifier, columns: list[str], *, with_merge: bool
-) -> list[sql.Composed]:
+def _merge_statements(stage: _Stage, *, with_merge: bool) -> list[sql.Composed]:
     """The upsert as (inserted, updated) counting statements: MERGE first where the server has RETURNING for it.
 
     MERGE (PostgreSQL 17+) writes fewer WAL records than INSERT ... ON CONFLICT and skips unchanged rows without
     locking them; rows whose values did not change, or whose version is older than the stored one, are not
     rewritten by either statement.
     """
+    spec, columns = stage.spec, stage.plan.columns
     key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     non_key = [c for c in columns if c not in spec.key]
     target = sql.Identifier(spec.name)
+    source = stage.typed_rows()
 
     def new(column: str, incoming: str) -> sql.Composable:
         return sql.SQL("{}.{}").format(sql.SQL(incoming), sql.Identifier(column))
@@ -252,14 +869,14 @@ def _merge_statements(
         return sets, changed
 
     on_conflict = sql.SQL(
-        "WITH written AS (INSERT INTO {target} AS {alias} ({cols}) SELECT {cols} FROM {stage} "
+        "WITH written AS (INSERT INTO {target} AS {alias} ({cols}) SELECT {cols} FROM {source} s "
         "ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
     ).format(
         target=spec.ident(),
         alias=target,
         cols=cols,
-        stage=staging,
+        source=source,
         key=key,
         action=sql.SQL("DO UPDATE SET {} WHERE {}").format(*update("EXCLUDED")) if non_key else sql.SQL("DO NOTHING"),
     )
@@ -270,13 +887,13 @@ def _merge_statements(
         sets, changed = update("s")
         when_matched = sql.SQL("WHEN MATCHED AND {} THEN UPDATE SET {} ").format(changed, sets)
     merge = sql.SQL(
-        "WITH written AS (MERGE INTO {target} AS {alias} USING {stage} AS s ON ({on}) {when_matched}"
+        "WITH written AS (MERGE INTO {target} AS {alias} USING {source} AS s ON ({on}) {when_matched}"
         "WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values}) RETURNING merge_action() AS action) "
         "SELECT count(*) FILTER (WHERE action = 'INSERT'), count(*) FILTER (WHERE action = 'UPDATE') FROM written"
     ).format(
         target=spec.ident(),
         alias=target,
-        stage=staging,
+        source=source,
         on=sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(sql.Identifier(spec.name, k), sql.Identifier("s", k)) for k in spec.key
         ),
@@ -287,53 +904,61 @@ def _merge_statements(
     return [merge, on_conflict]
 
 
-def _drop_duplicate_keys(cur: Any, spec: TableSpec, staging: sql.Identifier) -> int:
-    key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
-    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(staging, key))
-    if not cur.fetchone()[0]:
-        return 0
-    cur.execute(
-        sql.SQL(
-            "DELETE FROM {stage} s USING (SELECT {key}, max({ord}) AS keep FROM {stage} GROUP BY {key} "
-            "HAVING count(*) > 1) d WHERE ({s_key}) = ({d_key}) AND s.{ord} <> d.keep"
-        ).format(
-            stage=staging,
-            key=key,
-            ord=sql.Identifier(_ORDINAL),
-            s_key=sql.SQL(", ").join(sql.Identifier("s", k) for k in spec.key),
-            d_key=sql.SQL(", ").join(sql.Identifier("d", k) for k in spec.key),
-        )
-    )
-    return cur.rowcount
-
-
-def _replace(
-    cur: Any, spec: TableSpec, staging: sql.Identifier, columns: list[str], slice_: Mapping[str, Sequence[Any]]
-) -> tuple[int, int]:
+def _remove_absent(cur: Any, stage: _Stage, slice_: Mapping[str, Sequence[Any]]) -> tuple[int, int]:
+    """Full refresh of a slice: key rows of the slice that no staged row (good, rejected or parked) still has."""
+    spec = stage.spec
     params = {col: list(values) for col, values in slice_.items()}
-    if columns:
-        outside_cols = [c for c in slice_ if c not in columns]
-        if outside_cols:
-            raise ValueError(f"{spec.qualified_name}: input lacks the slice columns {outside_cols}")
+    present = sql.SQL("NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(
+        stage.ident,
+        sql.SQL(" AND ").join(sql.SQL("t.{} = {}").format(sql.Identifier(k), stage.guarded(k)) for k in spec.key),
+    )
+    where = sql.SQL("{} AND {}").format(_slice_predicate(spec, slice_, "t"), present)
+    if spec.tombstone:
         cur.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE ({}) IS NOT TRUE").format(staging, _slice_predicate(spec, slice_)),
+            sql.SQL("UPDATE {} t SET {tomb} = now() WHERE t.{tomb} IS NULL AND {}").format(
+                spec.ident(), where, tomb=sql.Identifier(spec.tombstone)
+            ),
             params,
         )
-        outside = cur.fetchone()[0]
-        if outside:
-            raise ValueError(
-                f"{spec.qualified_name}: {outside} input rows fall outside the slice being replaced "
-                f"({', '.join(f'{k} in {v}' for k, v in params.items())})"
+        return 0, cur.rowcount
+    cur.execute(sql.SQL("DELETE FROM {} t WHERE {}").format(spec.ident(), where), params)
+    return cur.rowcount, 0
+
+
+def _apply_deletes(cur: Any, spec: TableSpec, deleted: sql.Identifier) -> tuple[int, int]:
+    match = sql.SQL(" AND ").join(sql.SQL("t.{k} = d.{k}").format(k=sql.Identifier(k)) for k in spec.key)
+    if spec.tombstone:
+        cur.execute(
+            sql.SQL("UPDATE {} t SET {tomb} = now() FROM {} d WHERE {} AND t.{tomb} IS NULL").format(
+                spec.ident(), deleted, match, tomb=sql.Identifier(spec.tombstone)
             )
+        )
+        return 0, cur.rowcount
+    cur.execute(sql.SQL("DELETE FROM {} t USING {} d WHERE {}").format(spec.ident(), deleted, match))
+    return cur.rowcount, 0
+
+
+def _replace(cur: Any, stage: _Stage, slice_: Mapping[str, Sequence[Any]]) -> tuple[int, int]:
+    spec = stage.spec
+    params = {col: list(values) for col, values in slice_.items()}
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} s WHERE ({}) IS NOT TRUE").format(
+            stage.typed_rows(), _slice_predicate(spec, slice_, "s")
+        ),
+        params,
+    )
+    outside = cur.fetchone()[0]
+    if outside:
+        raise ValueError(
+            f"{spec.qualified_name}: {outside} input rows fall outside the slice being replaced "
+            f"({', '.join(f'{k} in {v}' for k, v in params.items())})"
+        )
     # Two loads replacing overlapping slices at once (a backfill beside the schedule) would each delete only the
     # rows committed before they started and both insert: serialize replacements per table, for the short
     # delete-and-insert only (staging already happened in parallel).
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"replace:{spec.qualified_name}",))
     cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(spec.ident(), _slice_predicate(spec, slice_)), params)
     deleted = cur.rowcount
-    inserted = 0
-    if columns:
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(spec.ident(), cols, cols, staging))
-        inserted = cur.rowcount
-    return inserted, deleted
+    cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
+    cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} s").format(spec.ident(), cols, cols, stage.typed_rows()))
+    return cur.rowcount, deleted

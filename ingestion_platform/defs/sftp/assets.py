@@ -1,20 +1,23 @@
 """`sftp/users` and `sftp/locations`: a tenant's report file for a day, upserted into `crm.<kind>`.
 
 The file is streamed to a temporary folder (resumable, size-verified) and parsed there; good rows are merged by
-(tenant_id, key), where a report never overwrites a newer report's row, and the file's rejected rows replace
-whatever an earlier load of the same file rejected, in `crm.<kind>_rejects`.
+(tenant_id, key), where a report never overwrites a newer report's row. Rows the parser could not read and rows
+the loader quarantines (a value the column's type refuses, a NUL byte) land in `crm.<kind>_rejects` in the same
+transaction as the good rows, replacing whatever an earlier load of the same file rejected.
 """
 
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from ingestion_platform.defs.sftp.discovery import file_name
 from ingestion_platform.defs.sftp.partitions import SFTP_PARTITIONS
-from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportKind, parse_report
+from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportKind, ReportStream, open_report
 from ingestion_platform.metadata import definition_metadata, preview_md
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -61,29 +64,35 @@ def build_report_asset(kind: ReportKind) -> dg.AssetsDefinition:
                     name = file_name(report_pattern(kind, settings), date.fromisoformat(day))
                     local = Path(tmp) / name
                     download = session.download(session.remote_path(name), local)
-                    parsed = parse_report(kind, local, encoding=settings.encoding, tenant_id=tenant_id, report_date=day)
-                    merged = warehouse.load(kind.table, [parsed.rows], mode="merge")
-                    warehouse.load(
-                        kind.rejects_table,
-                        [parsed.rejects],
-                        mode="replace",
-                        slice_={"tenant_id": [tenant_id], "source_file": [name]},
-                    )
+                    report = open_report(kind, local, encoding=settings.encoding, tenant_id=tenant_id, report_date=day)
+                    first: list[dict] = []
+
+                    def batches(report: ReportStream = report, first: list[dict] = first) -> Iterator[pd.DataFrame]:
+                        for frame in report.batches():
+                            first.extend(frame.head(5 - len(first)).to_dict("records"))
+                            yield frame
+
+                    merged = warehouse.load(kind.table, batches(), mode="merge", source=name, rejects=report.rejects)
                     context.log.info(
                         f"{tenant_id}: {name} ({download.bytes} bytes, {download.seconds:.2f}s): "
-                        f"{parsed.rows_read} rows read, {merged.inserted + merged.updated} upserted, "
-                        f"{len(parsed.rejects)} rejected, {parsed.duplicate_keys} duplicate keys"
+                        f"{report.rows_read} rows read, {merged.inserted + merged.updated} upserted, "
+                        f"{merged.rejected} rejected, {merged.duplicates_in_input} duplicate keys"
                     )
                     files.append(name)
                     totals["bytes"] += download.bytes
-                    totals["read"] += parsed.rows_read
+                    totals["read"] += report.rows_read
                     totals["upserted"] += merged.inserted + merged.updated
-                    totals["unchanged"] += merged.rows_staged - merged.inserted - merged.updated
-                    totals["rejected"] += len(parsed.rejects)
-                    totals["duplicates"] += parsed.duplicate_keys
-                    extra_columns.update(parsed.extra_columns)
-                    preview = preview or parsed.rows.head(5).to_dict("records")
-                    rejects_preview = rejects_preview or parsed.rejects.head(5).to_dict("records")
+                    quarantined = merged.rejected - len(report.rejects)  # rejected by the loader, not the parser
+                    totals["unchanged"] += (
+                        merged.rows_staged - merged.inserted - merged.updated - quarantined - merged.duplicates_in_input
+                    )
+                    totals["rejected"] += merged.rejected
+                    totals["duplicates"] += merged.duplicates_in_input
+                    extra_columns.update(report.extra_columns)
+                    preview = preview or first
+                    rejects_preview = rejects_preview or [
+                        {"line_number": r.line_number, "reason": r.reason, **r.raw} for r in report.rejects[:5]
+                    ]
 
         per_tenant(tenant_days(context.partition_keys), load_tenant, context.log)
         return dg.MaterializeResult(

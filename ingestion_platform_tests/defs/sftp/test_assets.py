@@ -278,3 +278,20 @@ def test_checks_can_fail(env) -> None:
     assert result.success  # non-blocking: the row is kept and the check reports it
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["coordinates_in_range"] is False
+
+
+def test_parse_failures_and_values_the_loader_refuses_share_one_quarantine(env) -> None:
+    name = f"users_{DAY:%Y%m%d}.csv"
+    text = HEADER + "\nU1,a@example.com,A,,,,\nU2,b@example.com,Bad\x00Co,,,,\nU3,too,few\n"
+    env.upload(name, text.encode())
+    result = env.run("users", f"{DAY}|acme")
+    assert result.success
+    rejects = env.warehouse.query("SELECT * FROM crm.users_rejects ORDER BY line_number")
+    assert rejects["line_number"].tolist() == [3, 4]
+    assert "NUL byte" in rejects["reason"][0] and rejects["column_name"][0] == "company_name"
+    assert rejects["reason"][1] == "expected 7 fields, found 3"
+    assert set(rejects["source_file"]) == {name} and set(rejects["tenant_id"]) == {"acme"}
+    assert env.warehouse.scalar("SELECT count(*) FROM crm.users") == 1
+    meta = result.asset_materializations_for_node("sftp__users")[0].metadata
+    assert meta["rows_rejected"].value == 2 and meta["rows_upserted"].value == 1
+    assert meta["rows_unchanged"].value == 0

@@ -94,3 +94,41 @@ def test_locations_parse_coordinates(tmp_path: Path) -> None:
     parsed = parse(write(tmp_path, "locations_20240301.csv", text), kind=LOCATIONS)
     assert parsed.rows.iloc[0]["latitude"] == pytest.approx(52.52)
     assert parsed.rejects.iloc[0]["reason"] == "latitude 'north' is not a number"
+
+
+def test_streamed_blocks_keep_line_numbers_across_quoted_newlines_blank_and_bad_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import io
+
+    from ingestion_platform.defs.sftp import reports
+
+    monkeypatch.setattr(reports, "BLOCK_BYTES", 4096)  # hundreds of blocks, records straddling their edges
+    lines = [USERS_HEADER]
+    for i in range(3000):
+        if i % 97 == 0:
+            lines.append(f"{i},short")
+        elif i % 89 == 0:
+            lines.append("")
+        elif i % 7 == 0:
+            lines.append(f'{i},u{i}@x.io,"Multi\r\nline\nCo {i}",A,B,,')
+        else:
+            lines.append(f"{i},u{i}@x.io,Co {i},A,B,2024-01-01,")
+    text = "\r\n".join(lines) + "\r\n"
+    path = write(tmp_path, "users_big.csv", text)
+    # The reference: where the csv module says each non-empty record starts.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    expected, previous_end = {}, reader.line_num
+    for fields in reader:
+        if fields:
+            expected[fields[0]] = previous_end + 1
+        previous_end = reader.line_num
+    parsed = parse(path)
+    got = dict(zip(parsed.rows["user_id"], parsed.rows["source_line"], strict=True))
+    got |= {r["raw"]["user_id"]: r["line_number"] for r in parsed.rejects.to_dict("records")}
+    assert got == expected
+    assert parsed.rows_read == len(expected)
+    assert set(parsed.rejects["reason"]) == {"expected 7 fields, found 2"}
+    assert parsed.rows.set_index("user_id").loc["7", "company_name"] == "Multi\r\nline\nCo 7"
