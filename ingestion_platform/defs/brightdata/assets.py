@@ -150,8 +150,8 @@ def raw_snapshot(
     deps=[RAW_SNAPSHOT_KEY],
     description=(
         "One row per post in `social.posts`, upserted by (tenant_id, post_id) from the raw snapshot; BrightData's "
-        "error records and records without a post id go to `social.posts_rejects` with the reason. Runs by "
-        "declarative automation as soon as a raw snapshot lands."
+        f"error records, records without a post id and values the table refuses go to `{POSTS_REJECTS.qualified_name}`"
+        " with the reason. Runs by declarative automation as soon as a raw snapshot lands."
     ),
     group_name="brightdata",
     partitions_def=SNAPSHOT_PARTITIONS,
@@ -182,14 +182,8 @@ def posts(
                         first.extend(batch.slice(0, 5).select(["post_id", "author_name", "text", "likes"]).to_pylist())
                     yield batch
 
-            merged = warehouse.load(POSTS, batches(), mode="merge")
+            merged = warehouse.load(POSTS, batches(), mode="merge", source=key, rejects=parser.quarantine())
         rejects = parser.rejects()
-        warehouse.load(
-            POSTS_REJECTS,
-            [rejects],
-            mode="replace",
-            slice_={"tenant_id": [tenant_id], "snapshot_id": [snapshot_id]},
-        )
         stats = parser.stats
         _load_snapshot_row(warehouse, _snapshot_row(crawl, key, "parsed", stats.bytes_read, stats.posts, stats.media))
         crawl_state.set_status(
@@ -211,7 +205,8 @@ def posts(
                 "records": dg.MetadataValue.int(stats.records),
                 "posts": dg.MetadataValue.int(stats.posts),
                 "media": dg.MetadataValue.int(stats.media),
-                "rows_rejected": dg.MetadataValue.int(stats.rejected),
+                "rows_rejected": dg.MetadataValue.int(merged.rejected),
+                "rows_rejected_by_loader": dg.MetadataValue.int(merged.rejected - stats.rejected),
                 "reject_reasons": dg.MetadataValue.json(stats.reasons),
                 "bytes_read": dg.MetadataValue.int(stats.bytes_read),
                 "preview": preview_md(first),

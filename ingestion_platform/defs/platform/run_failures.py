@@ -74,8 +74,8 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
     row = failure_row(context.dagster_run, error, datetime.now(UTC))
     warehouse.load(RUN_FAILURES, [pd.DataFrame([row])], mode="merge")
     # A BrightData snapshot's failed download or load is also the crawl's state, where the old failed event went.
-    selection = context.dagster_run.asset_selection or set()
-    if row["partition_key"] and any(key.path[0] == "brightdata" for key in selection):
-        stage = "download" if any(key.path[-1] == "raw_snapshot" for key in selection) else "load"
+    failed_steps = {e.step_key for e in steps}
+    if row["partition_key"] and any(str(key).startswith("brightdata__") for key in failed_steps):
+        stage = "download" if "brightdata__raw_snapshot" in failed_steps else "load"
         mark_snapshot_failed(warehouse.engine, str(row["partition_key"]), stage=stage, error=error)
     context.log.info(f"recorded failure of run {context.dagster_run.run_id} ({row['job_name']}, {row['tenant_id']})")
