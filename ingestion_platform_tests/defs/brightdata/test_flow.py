@@ -27,6 +27,7 @@ from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.sandbox.brightdata_api import BrightDataSandbox, BrightDataSandboxConfig, run_brightdata_api
+from ingestion_platform.sandbox.brightdata_demo import run_demo_crawls
 
 KEY_ENV = "TEST_BRIGHTDATA_KEY"
 KEY = "bd-test-key-7f3a9c1e5d"
@@ -370,3 +371,36 @@ def test_launchpad_crawl_of_one_page_needs_its_labels(
         )
         assert ok.success and [c["url"] for c in flow.crawls()] == ["https://www.facebook.com/other/"]
         assert flow.crawls()[0]["triggered_at"] <= datetime.now(UTC)
+
+
+def test_demo_leg_loads_posts_for_every_tenant(
+    tmp_path: Path, warehouse: WarehouseResource, file_store: ObjectStoreResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    second = {**TARGET, "competitor": "vinamilk", "url": "https://www.facebook.com/VinamilkOptimumGold/"}
+    registry = {
+        "tenants": {
+            tenant: {"brightdata": {"api_key_env": KEY_ENV, "targets": [target]}}
+            for tenant, target in (("acme", TARGET), ("globex", second))
+        }
+    }
+    (tmp_path / "tenants.yaml").write_text(yaml.safe_dump(registry))
+    with run_brightdata_api(BrightDataSandboxConfig(api_key=KEY)) as sandbox:
+        definitions = dg.Definitions(
+            assets=[raw_snapshot, posts],
+            jobs=[brightdata_trigger],
+            sensors=[brightdata_progress],
+            resources={
+                "brightdata": BrightDataResource(api_url=sandbox.url),
+                "warehouse": warehouse,
+                "object_store": file_store,
+                "tenants": TenantsResource(path=str(tmp_path / "tenants.yaml")),
+            },
+        )
+        with dg.instance_for_test() as instance:
+            failed = run_demo_crawls(definitions, instance, ["acme", "globex"], {})
+    assert failed == []
+    counts = warehouse.query("SELECT tenant_id, competitor, count(*) AS n FROM social.posts GROUP BY 1, 2 ORDER BY 1")
+    assert counts[["tenant_id", "competitor"]].values.tolist() == [["acme", "nutifood"], ["globex", "vinamilk"]]
+    assert (counts["n"] > 250).all()
+    assert set(warehouse.query("SELECT status FROM social.crawl_metadata")["status"]) == {"loaded"}
