@@ -133,7 +133,10 @@ def main() -> None:
                 f"{post_meta['rows_rejected'].value} rejected"
             )
             print(f"download + store: {downloaded - started:.2f} s ({size_mb / (downloaded - started):.1f} MB/s)")
-            print(f"parse + load:     {finished - downloaded:.2f} s")
+            print(
+                f"parse + load:     {finished - downloaded:.2f} s (of which the loader's COPY + merge "
+                f"{post_meta['load_seconds'].value:.2f} s in {post_meta['load_transactions'].value} transactions)"
+            )
             print(
                 f"ours: {rate:,.0f} posts/s   old service: ~{OLD_POSTS_PER_S:,} posts/s   "
                 f"ratio: {rate / OLD_POSTS_PER_S:.0f}x"
