@@ -134,7 +134,7 @@ def main() -> None:
             )
             print(f"download + store: {downloaded - started:.2f} s ({size_mb / (downloaded - started):.1f} MB/s)")
             print(
-                f"parse + load:     {finished - downloaded:.2f} s (of which the loader's COPY + merge "
+                f"parse + load:     {finished - downloaded:.2f} s (inside the loader's calls, which pull the parse: "
                 f"{post_meta['load_seconds'].value:.2f} s in {post_meta['load_transactions'].value} transactions)"
             )
             print(
