@@ -53,13 +53,13 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
     warehouse = WarehouseResource(url=warehouse_url, home=str(home))
     frame = warehouse.query(
         "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables "
-        "WHERE table_schema IN ('ga4', 'crm') ORDER BY 1"
+        "WHERE table_schema IN ('ga4', 'crm') OR (table_schema, table_name) = ('social', 'posts') ORDER BY 1"
     )
     lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last day"]
     for table in frame["t"]:
         if table == "ga4.availability":
             continue
-        day = "event_date" if table.startswith("ga4.") else "report_date"
+        day = {"ga4": "event_date", "social": "posted_at::date"}.get(table.split(".")[0], "report_date")
         stats = warehouse.query(
             f"SELECT tenant_id, count(*) AS n, count(DISTINCT {day}) AS days, min({day}) AS first, "
             f"max({day}) AS last FROM {table} "
@@ -74,6 +74,7 @@ def demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ingestion_platform.defs.ga4.schedules import ga4_run_requests
+    from ingestion_platform.sandbox.brightdata_demo import run_demo_crawls
     from ingestion_platform.sandbox.stack import apply_environment, run_sandbox
     from ingestion_platform.tenants import load_registry, sync_tenant_partitions
 
@@ -118,6 +119,7 @@ def demo(args: argparse.Namespace) -> int:
                 print(f"  sftp reports {day} {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
                 if not result.success:
                     failed.append(result.run_id)
+        failed += run_demo_crawls(definitions, instance, tenants, QUIET)
         availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})
         result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")

@@ -111,3 +111,35 @@ def test_sftp_reports_are_sensor_driven_and_include_today(definitions: dg.Defini
         today = dt.datetime.now(dt.UTC).date().isoformat()
         days = next(d.partitions_def for d in spec.partitions_def.partitions_defs if d.name == "date")
         assert days.get_last_partition_key() == today
+
+
+def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None:
+    keys = {k.to_user_string() for k in definitions.resolve_all_asset_keys()}
+    assert {"brightdata/raw_snapshot", "brightdata/posts"} <= keys
+    graph = definitions.resolve_asset_graph()
+    posts = graph.get(dg.AssetKey(["brightdata", "posts"]))
+    assert posts.automation_condition is not None
+    assert posts.parent_keys == {dg.AssetKey(["brightdata", "raw_snapshot"])}
+    for key in ("raw_snapshot", "posts"):
+        partitions = graph.get(dg.AssetKey(["brightdata", key])).partitions_def
+        assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "snapshot"
+    sensor = definitions.resolve_sensor_def("brightdata_progress")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert definitions.resolve_job_def("brightdata_trigger") is not None
+
+    registry = tmp_path / "tenants.yaml"
+    target = {"platform": "facebook", "competitor": "c", "brand": "b", "category": "k", "url": "https://fb.com/p"}
+    registry.write_text(
+        "tenants:\n  acme: {}\n"
+        f"  globex:\n    brightdata:\n      api_key_env: GLOBEX_BD_KEY\n      targets: [{target}]\n".replace("'", '"')
+    )
+    schedule = definitions.resolve_schedule_def("brightdata_daily_crawls")
+    at = dt.datetime(2026, 11, 21, 3, tzinfo=dt.UTC)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=at, resources={"tenants": TenantsResource(path=str(registry))}
+        )
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.tags["tenant"] == "globex" and request.run_key == "globex:2026-11-20"
+    config = request.run_config["ops"]["trigger_crawls"]["config"]
+    assert (config["tenant"], config["start_date"], config["end_date"]) == ("globex", "2026-11-20", "2026-11-20")

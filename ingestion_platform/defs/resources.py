@@ -12,6 +12,7 @@ import dagster as dg
 
 from ingestion_platform.paths import DEFAULT_HOME, deployment
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
+from ingestion_platform.resources.brightdata import BrightDataResource
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -42,6 +43,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             aws_endpoint_url=_optional("AWS_ENDPOINT_URL"),
             storage_emulator_host=_optional("STORAGE_EMULATOR_HOST"),
         ),
+        # Per-tenant API keys are read at call time from the env var each tenant's settings name.
+        "brightdata": BrightDataResource(api_url=_optional("BRIGHTDATA_API_URL") or "https://api.brightdata.com"),
         "tenants": TenantsResource(path=_optional("INGESTION_TENANTS_FILE") or "tenants.yaml"),
     }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
+from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, run_brightdata_api
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
@@ -26,6 +27,13 @@ EVENTS_PER_DAY = 600
 SFTP_PASSWORD_ENV = "SANDBOX_SFTP_PASSWORD"
 # A sandbox-only secret for a server bound to 127.0.0.1; production passwords come from the deployment's env.
 SFTP_PASSWORD = "sandbox"
+BRIGHTDATA_KEY_ENV = "SANDBOX_BRIGHTDATA_API_KEY"
+BRIGHTDATA_KEY = "sandbox-brightdata-key"  # a sandbox-only key for a server bound to 127.0.0.1
+# One page per demo tenant, with the labels its posts are filed under.
+BRIGHTDATA_TARGETS = {
+    "acme": ("nutifood", "growplus-nutifood", "sua-bot-tre-em", "https://www.facebook.com/GrowPLUScuaNutiFood/"),
+    "globex": ("vinamilk", "optimum-gold", "sua-bot-tre-em", "https://www.facebook.com/VinamilkOptimumGold/"),
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Sandbox:
     sftp: SFTPServerInfo
     tenants_file: Path
     days: tuple[date, ...]
+    brightdata_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         """What a Dagster process needs in its environment to use these stand-ins."""
@@ -43,6 +52,11 @@ class Sandbox:
             "INGESTION_TENANTS_FILE": str(self.tenants_file),
             "INGESTION_HOME": str(self.home),
             SFTP_PASSWORD_ENV: SFTP_PASSWORD,
+            **(
+                {"BRIGHTDATA_API_URL": self.brightdata_url, BRIGHTDATA_KEY_ENV: BRIGHTDATA_KEY}
+                if self.brightdata_url
+                else {}
+            ),
         }
 
 
@@ -70,12 +84,18 @@ def write_tenants_file(path: Path, sftp: SFTPServerInfo) -> None:
                     "host_keys": [sftp.host_key_line],
                     "remote_dir": f"/{tenant}/reports",
                 },
+                "brightdata": {"api_key_env": BRIGHTDATA_KEY_ENV, "targets": [_brightdata_target(tenant)]},
             }
             for tenant in SANDBOX_TENANTS
         }
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by the sandbox; do not edit.\n" + yaml.safe_dump(registry, sort_keys=False))
+
+
+def _brightdata_target(tenant: str) -> dict[str, object]:
+    competitor, brand, category, url = BRIGHTDATA_TARGETS[tenant]
+    return {"platform": "facebook", "competitor": competitor, "brand": brand, "category": category, "url": url}
 
 
 def seed(emulator: BigQueryEmulator, days: tuple[date, ...]) -> dict[str, int]:
@@ -112,7 +132,12 @@ def write_reports(root: Path, days: tuple[date, ...]) -> None:
 
 @contextlib.contextmanager
 def run_sandbox(
-    home: Path, *, bigquery_port: int = 0, sftp_port: int = 0, days: tuple[date, ...] | None = None
+    home: Path,
+    *,
+    bigquery_port: int = 0,
+    sftp_port: int = 0,
+    days: tuple[date, ...] | None = None,
+    brightdata_port: int = 0,
 ) -> Iterator[Sandbox]:
     """Start every stand-in under `home/sandbox`, seed it, and stop it all when the block exits."""
     home = home.resolve()
@@ -123,13 +148,16 @@ def run_sandbox(
     with (
         run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator,
         run_sftp_server(root / "sftp", users, root / "sftp_host_key", port=sftp_port) as sftp,
+        run_brightdata_api(BrightDataSandboxConfig(api_key=BRIGHTDATA_KEY, seed="demo"), port=brightdata_port) as bd,
     ):
         seed(emulator, days)
         write_reports(root / "sftp", days)
         tenants_file = root / "tenants.yaml"
         write_tenants_file(tenants_file, sftp)
         (root / "known_hosts").write_text(sftp.known_hosts_line + "\n")
-        yield Sandbox(home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days)
+        yield Sandbox(
+            home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days, brightdata_url=bd.url
+        )
 
 
 def apply_environment(sandbox: Sandbox) -> None:

@@ -26,7 +26,8 @@ from typing import IO, Any
 import msgspec
 import pyarrow as pa
 
-from ingestion_platform.defs.brightdata.tables import POSTS, POSTS_REJECTS
+from ingestion_platform.defs.brightdata.tables import POSTS
+from ingestion_platform.warehouse import Reject
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _AFTER_VALUE = frozenset(" \t\n\r,]")
@@ -71,8 +72,8 @@ REJECTS_SCHEMA = pa.schema(
         ("raw", pa.string()),
     ]
 )
-if POSTS_SCHEMA.names != POSTS.column_names or REJECTS_SCHEMA.names != POSTS_REJECTS.column_names:
-    raise RuntimeError("the Arrow schemas of posts and rejects must list the declared tables' columns in order")
+if POSTS_SCHEMA.names != POSTS.column_names:
+    raise RuntimeError("the Arrow schema of posts must list the declared table's columns in order")
 
 # The crawl's labels and the partition's ids: the same on every row of a snapshot.
 _CONSTANT_COLUMNS = ("tenant_id", "snapshot_id", "platform", "competitor", "brand", "category")
@@ -600,6 +601,13 @@ class SnapshotParser:
         if not self._consumed:
             raise RuntimeError("consume posts() before reading the rejects")
         return pa.Table.from_pydict(self._rejects, schema=REJECTS_SCHEMA)
+
+    def quarantine(self) -> Iterator[Reject]:
+        """The rejected records as the loader's `Reject`s, for `load(..., rejects=parser.quarantine())`: lazy, so
+        the loader reads them only after it has drained `posts()`."""
+        columns = self.rejects().to_pydict()
+        for ordinal, reason, raw in zip(columns["ordinal"], columns["reason"], columns["raw"], strict=True):
+            yield Reject(line_number=ordinal, reason=reason, raw=json.loads(raw), tenant_id=self.labels.tenant_id)
 
 
 def parse_snapshot(

@@ -6,7 +6,7 @@ records where each raw snapshot landed in the object store. `posts` holds one ro
 (tenant_id, post_id): a post crawled again with newer counts replaces the older row, never the reverse.
 """
 
-from ingestion_platform.warehouse import Column, TableSpec
+from ingestion_platform.warehouse import Column, TableSpec, rejects_spec
 
 SCHEMA = "social"
 
@@ -100,20 +100,10 @@ POSTS = TableSpec(
     version="crawled_at",
 )
 
-# Records that could not become posts: BrightData's own error records and records without a post id. Loader v2's
-# quarantine (issue 6) keeps rows the warehouse rejects; these are the rows parsing itself rejects.
-POSTS_REJECTS = TableSpec(
-    schema=SCHEMA,
-    name="posts_rejects",
-    columns=(
-        Column("tenant_id", "text", nullable=False),
-        Column("snapshot_id", "text", nullable=False),
-        Column("ordinal", "bigint", nullable=False, description="position of the record in the snapshot, from 0"),
-        Column("reason", "text", nullable=False),
-        Column("error_code", "text", description="BrightData's error_code for error records"),
-        Column("raw", "jsonb", description="the record as BrightData returned it"),
-    ),
-    key=("tenant_id", "snapshot_id", "ordinal"),
-)
+# Records that could not become posts (BrightData's own error records, records without a post id) and rows the
+# loader refuses share the loader's quarantine table `social.posts_rejects`: reason, raw record, source file (the
+# raw snapshot's object key) and ordinal in the snapshot. One mechanism for every source (issue 6).
+POSTS_REJECTS = rejects_spec(SCHEMA, POSTS.name)
 
-TABLES = (CRAWL_METADATA, RAW_DATA_CRAWL_SNAPSHOTS, POSTS, POSTS_REJECTS)
+# The declared tables; the loader creates each one's `<name>_rejects` quarantine beside it.
+TABLES = (CRAWL_METADATA, RAW_DATA_CRAWL_SNAPSHOTS, POSTS)

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from dagster_shared.error import SerializableErrorInfo
 
+from ingestion_platform.crawl_state import mark_snapshot_failed
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from ingestion_platform.warehouse import Column, TableSpec
@@ -73,4 +74,9 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
     error = "\n".join(messages) or context.failure_event.message
     row = failure_row(context.dagster_run, error, datetime.now(UTC))
     warehouse.load(RUN_FAILURES, [pd.DataFrame([row])], mode="merge")
+    # A BrightData snapshot's failed download or load is also the crawl's state, where the old failed event went.
+    failed_steps = {e.step_key for e in steps}
+    if row["partition_key"] and any(str(key).startswith("brightdata__") for key in failed_steps):
+        stage = "download" if "brightdata__raw_snapshot" in failed_steps else "load"
+        mark_snapshot_failed(warehouse.engine, str(row["partition_key"]), stage=stage, error=error)
     context.log.info(f"recorded failure of run {context.dagster_run.run_id} ({row['job_name']}, {row['tenant_id']})")

@@ -12,13 +12,12 @@ import pytest
 
 from ingestion_platform.defs.brightdata.posts import (
     POSTS_SCHEMA,
-    REJECTS_SCHEMA,
     CrawlLabels,
     SnapshotFormatError,
     iter_json_array,
     parse_snapshot,
 )
-from ingestion_platform.defs.brightdata.tables import POSTS, POSTS_REJECTS
+from ingestion_platform.defs.brightdata.tables import POSTS
 from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, snapshot_records
 
 LABELS = CrawlLabels(
@@ -104,7 +103,7 @@ def test_a_post_becomes_one_row_with_the_crawls_labels() -> None:
         }
     ]
     assert (stats.records, stats.posts, stats.rejected, stats.media) == (1, 1, 0, 1)
-    assert POSTS_SCHEMA.names == POSTS.column_names and REJECTS_SCHEMA.names == POSTS_REJECTS.column_names
+    assert POSTS_SCHEMA.names == POSTS.column_names
 
 
 def test_error_records_and_posts_without_id_are_rejected_with_reasons() -> None:

@@ -10,6 +10,7 @@ from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, s
 from ingestion_platform.warehouse import ensure_table
 
 LABELS = CrawlLabels("acme", "s_tables0000000000", "facebook", "nutifood", "growplus-nutifood", "sua-bot-tre-em")
+SOURCE = "raw_snapshots/2026/11/20/snapshot_s_tables0000000000.json"
 INPUTS = [{"url": "https://www.facebook.com/GrowPLUScuaNutiFood/", "num_of_posts": 400}]
 
 
@@ -27,7 +28,8 @@ def test_every_table_is_created_as_declared(warehouse: WarehouseResource) -> Non
     names = warehouse.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'social' ORDER BY 1"
     )["table_name"].tolist()
-    assert names == sorted(spec.name for spec in TABLES)
+    assert names == sorted([spec.name for spec in TABLES] + [f"{spec.name}_rejects" for spec in TABLES])
+    assert POSTS_REJECTS.name == "posts_rejects"
 
 
 def test_posts_and_rejects_load_and_reload_idempotently(warehouse: WarehouseResource) -> None:
@@ -44,17 +46,12 @@ def test_posts_and_rejects_load_and_reload_idempotently(warehouse: WarehouseReso
     loads = []
     for _ in range(2):  # re-materializing the partition: same rows, nothing new
         parser = parse_snapshot(io.BytesIO(data), LABELS, batch_size=100)
-        posts = warehouse.load(POSTS, parser.posts(), mode="merge")
-        rejects = warehouse.load(
-            POSTS_REJECTS,
-            [parser.rejects()],
-            mode="replace",
-            slice_={"tenant_id": [LABELS.tenant_id], "snapshot_id": [LABELS.snapshot_id]},
-        )
+        posts = warehouse.load(POSTS, parser.posts(), mode="merge", source=SOURCE, rejects=parser.quarantine())
+        rejects = warehouse.scalar("SELECT count(*) FROM social.posts_rejects")
         loads.append((posts, rejects, parser.stats))
     (first, first_rejects, stats), (second, second_rejects, _) = loads
-    assert first.inserted == stats.posts > 300 and first_rejects.inserted == stats.rejected > 0
-    assert (second.inserted, second.updated) == (0, 0) and second_rejects.inserted == stats.rejected
+    assert first.inserted == stats.posts > 300 and first.rejected == first_rejects == stats.rejected > 0
+    assert (second.inserted, second.updated) == (0, 0) and second_rejects == stats.rejected
 
     count = warehouse.scalar("SELECT count(*) FROM social.posts WHERE tenant_id = 'acme'")
     assert count == stats.posts
@@ -67,11 +64,11 @@ def test_posts_and_rejects_load_and_reload_idempotently(warehouse: WarehouseReso
     media_total = warehouse.scalar("SELECT sum(jsonb_array_length(media)) FROM social.posts")
     assert media_total == stats.media
     reasons = warehouse.query(
-        "SELECT error_code, count(*) AS n FROM social.posts_rejects GROUP BY 1 ORDER BY 1 NULLS LAST"
+        "SELECT raw->>'error_code' AS error_code, count(*) AS n FROM social.posts_rejects "
+        "WHERE source_file = :source AND tenant_id = 'acme' GROUP BY 1 ORDER BY 1 NULLS LAST",
+        {"source": SOURCE},
     )
     assert reasons["n"].sum() == stats.rejected
     assert reasons["error_code"].iloc[-1] is None  # the posts without a post id
-    raw_error = warehouse.scalar(
-        "SELECT raw->>'error_code' FROM social.posts_rejects WHERE error_code IS NOT NULL LIMIT 1"
-    )
+    raw_error = warehouse.scalar("SELECT raw->>'error_code' FROM social.posts_rejects WHERE raw ? 'error_code' LIMIT 1")
     assert raw_error in {"dead_page", "login_required", "crawl_failed", "private_content"}
