@@ -32,7 +32,10 @@ def run_demo_crawls(
     sensor = definitions.resolve_sensor_def("brightdata_progress")
     requests: dict[str, dg.RunRequest] = {}
     deadline = time.monotonic() + max_wait_seconds
-    with dg.build_resources(definitions.resources or {}) as built:
+    # Only the sensor's own resources: building every resource would also build BigQuery's, which looks for cloud
+    # credentials outside a run.
+    needed = {key: (definitions.resources or {})[key] for key in sensor.required_resource_keys}
+    with dg.build_resources(needed) as built:
         resources = built._asdict()
         while time.monotonic() < deadline:
             tick = sensor(dg.build_sensor_context(instance=instance, resources=resources))
