@@ -69,9 +69,10 @@ def test_batch_loads_in_fk_order_with_every_reject_reason_and_reruns_idempotentl
             )
             assert types["order_item_id"] == "uuid" and types["unit_price"] == "numeric"
             bad_item = sa.text(
-                "INSERT INTO commerce.order_items (tenant_id, order_item_id, order_id, product_id, quantity, unit_price,"
-                " line_total, batch_id, source_file, source_line) SELECT tenant_id, gen_random_uuid(), order_id,"
-                " product_id, 0, 1, 0, 'x', 'x', 1 FROM commerce.order_items LIMIT 1"
+                "INSERT INTO commerce.order_items (tenant_id, order_item_id, order_id, product_id, quantity,"
+                " unit_price, line_total, batch_id, source_file, source_line)"
+                " SELECT tenant_id, gen_random_uuid(), order_id, product_id, 0, 1, 0, 'x', 'x', 1"
+                " FROM commerce.order_items LIMIT 1"
             )
             with pytest.raises(sa.exc.IntegrityError, match="quantity_positive"):
                 conn.execute(bad_item)
