@@ -139,4 +139,3 @@ class StderrProgress:
     def close(self) -> None:
         self.stream.write("\n")
         self.stream.flush()
-
