@@ -18,6 +18,10 @@ CONTRACT_KEYS = {
     "ga4/no_search_results",
     "sftp/users",
     "sftp/locations",
+    "commerce/customers",
+    "commerce/products",
+    "commerce/orders",
+    "commerce/order_items",
 }
 
 
@@ -111,3 +115,28 @@ def test_sftp_reports_are_sensor_driven_and_include_today(definitions: dg.Defini
         today = dt.datetime.now(dt.UTC).date().isoformat()
         days = next(d.partitions_def for d in spec.partitions_def.partitions_defs if d.name == "date")
         assert days.get_last_partition_key() == today
+
+
+def test_commerce_assets_follow_the_foreign_keys_and_the_sensor_requests_all_four(
+    definitions: dg.Definitions,
+) -> None:
+    graph = definitions.resolve_asset_graph()
+    parents = {
+        name: {p.to_user_string() for p in graph.get(dg.AssetKey(["commerce", name])).parent_keys}
+        for name in ("customers", "products", "orders", "order_items")
+    }
+    assert parents == {
+        "customers": set(),
+        "products": set(),
+        "orders": {"commerce/customers"},
+        "order_items": {"commerce/orders", "commerce/products"},
+    }
+    spec = next(s for s in definitions.resolve_all_asset_specs() if s.key.to_user_string() == "commerce/orders")
+    assert isinstance(spec.partitions_def, dg.DynamicPartitionsDefinition)
+    assert spec.partitions_def.name == "commerce_batch"
+    assert spec.metadata["dagster/table_name"] == "commerce.orders"
+    checks = {k.name for k in definitions.resolve_asset_graph().asset_check_keys if k.asset_key == spec.key}
+    assert "pending_age" in checks
+    sensor = definitions.resolve_sensor_def("commerce_batches")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.asset_selection is not None
