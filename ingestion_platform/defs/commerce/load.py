@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 from psycopg import Connection
@@ -113,7 +113,7 @@ def load_entity(
             with store.open_read(prefix + f.name) as stream:
                 reader = HashingReader(stream)
                 for part in read_file(
-                    reader,
+                    cast("IO[bytes]", reader),  # read() is all the parser uses
                     entity,
                     Source(tenant_id, batch_id, f.name),
                     duplicates=tracker,
