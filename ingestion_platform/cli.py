@@ -28,6 +28,7 @@ from ingestion_platform.paths import ingestion_home
 from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 if TYPE_CHECKING:
+    from ingestion_platform.resources.object_store import ObjectStoreResource
     from ingestion_platform.sandbox.stack import Sandbox
 
 DEV_BIGQUERY_PORT = 9050
@@ -69,6 +70,39 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
         )
         for row in stats.itertuples(index=False):
             lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}{row.days:>13}  {row.first} .. {row.last}")
+    return "\n".join(lines)
+
+
+def _commerce_store(home: Path) -> "ObjectStoreResource":
+    """The store the code location's `object_store` resource reads, from the same variables."""
+    from ingestion_platform.resources.object_store import ObjectStoreResource
+
+    return ObjectStoreResource(
+        url=os.environ.get("OBJECT_STORE_URL"),
+        home=str(home),
+        aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+        storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST"),
+    )
+
+
+def _commerce_summary(warehouse_url: str | None, home: Path) -> str:
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(url=warehouse_url, home=str(home))
+    frame = warehouse.query(
+        "SELECT t.tenant_id, "
+        + ", ".join(
+            f"(SELECT count(*) FROM commerce.{n} x WHERE x.tenant_id = t.tenant_id) AS {n}"
+            for n in ("customers", "products", "orders", "order_items", "rejects", "pending")
+        )
+        + " FROM (SELECT DISTINCT tenant_id FROM commerce.customers) t ORDER BY 1"
+    )
+    lines = [f"{'commerce':<10}{'customers':>10}{'products':>10}{'orders':>8}{'items':>8}{'rejects':>9}{'pending':>9}"]
+    for r in frame.itertuples(index=False):
+        lines.append(
+            f"{r.tenant_id:<10}{r.customers:>10}{r.products:>10}{r.orders:>8}{r.order_items:>8}{r.rejects:>9}"
+            f"{r.pending:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -120,6 +154,22 @@ def demo(args: argparse.Namespace) -> int:
                 print(f"  sftp reports {day} {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
                 if not result.success:
                     failed.append(result.run_id)
+        from ingestion_platform.defs.commerce.assets import COMMERCE_KEYS
+        from ingestion_platform.defs.commerce.batches import partition_key
+        from ingestion_platform.sandbox.stack import land_commerce_batches
+
+        commerce = all_assets.get_subset(asset_selection=set(COMMERCE_KEYS))
+        for batch in land_commerce_batches(_commerce_store(home), home / "sandbox" / "commerce"):
+            key = partition_key(batch.tenant_id, batch.batch_id)
+            if not instance.has_dynamic_partition("commerce_batch", key):
+                instance.add_dynamic_partitions("commerce_batch", [key])
+            result = commerce.execute_in_process(
+                instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False
+            )
+            orphans = f", {batch.orphan_orders + batch.orphan_items} orphan(s)" if batch.orphan_orders else ""
+            print(f"  commerce batch {key}{orphans}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+            if not result.success:
+                failed.append(result.run_id)
         availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})
         result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
@@ -127,6 +177,7 @@ def demo(args: argparse.Namespace) -> int:
             failed.append(result.run_id)
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print(_commerce_summary(os.environ.get("WAREHOUSE_URL"), home))
     print()
     print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
@@ -243,15 +294,8 @@ def ingest(args: argparse.Namespace) -> int:
     """The old bulk-ingest script: land local batches in dependency order, skipping what already landed."""
     from ingestion_platform.defs.commerce.ingest import StderrProgress, execute_plan, remote_state
     from ingestion_platform.defs.commerce.upload import plan_upload, render_plan, scan_local
-    from ingestion_platform.resources.object_store import ObjectStoreResource
 
-    # The same variables the code location's `object_store` resource reads, so the sensor sees these uploads.
-    store = ObjectStoreResource(
-        url=os.environ.get("OBJECT_STORE_URL"),
-        home=str(ingestion_home()),
-        aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-        storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST"),
-    )
+    store = _commerce_store(ingestion_home())  # the sensor's store, so it sees these uploads
     plan = plan_upload(args.tenant, scan_local(Path(args.directory), args.tenant), remote_state(store, args.tenant))
     print(render_plan(plan))
     if args.dry_run:
