@@ -3,7 +3,9 @@
 demo          start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
 dev           start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
 sandbox       start only the stand-ins and print the environment to point a Dagster process at them
-generate      seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
+generate      seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST, or
+              write commerce NDJSON batches (`generate commerce --tenants acme --out DIR ...`)
+ingest        upload commerce batches into the landing zone (`ingest commerce DIR --tenant acme [--dry-run]`)
 tenants sync  register the tenants of tenants.yaml in the Dagster instance (their partitions appear)
 migrate       create and evolve every warehouse table the code location declares (run as the tables' owner)
 stop          stop the embedded PostgreSQL that the demo, dev and local runs leave running under INGESTION_HOME
@@ -26,6 +28,7 @@ from ingestion_platform.paths import ingestion_home
 from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 if TYPE_CHECKING:
+    from ingestion_platform.resources.object_store import ObjectStoreResource
     from ingestion_platform.sandbox.stack import Sandbox
 
 DEV_BIGQUERY_PORT = 9050
@@ -67,6 +70,39 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
         )
         for row in stats.itertuples(index=False):
             lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}{row.days:>13}  {row.first} .. {row.last}")
+    return "\n".join(lines)
+
+
+def _commerce_store(home: Path) -> "ObjectStoreResource":
+    """The store the code location's `object_store` resource reads, from the same variables."""
+    from ingestion_platform.resources.object_store import ObjectStoreResource
+
+    return ObjectStoreResource(
+        url=os.environ.get("OBJECT_STORE_URL"),
+        home=str(home),
+        aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+        storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST"),
+    )
+
+
+def _commerce_summary(warehouse_url: str | None, home: Path) -> str:
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(url=warehouse_url, home=str(home))
+    frame = warehouse.query(
+        "SELECT t.tenant_id, "
+        + ", ".join(
+            f"(SELECT count(*) FROM commerce.{n} x WHERE x.tenant_id = t.tenant_id) AS {n}"
+            for n in ("customers", "products", "orders", "order_items", "rejects", "pending")
+        )
+        + " FROM (SELECT DISTINCT tenant_id FROM commerce.customers) t ORDER BY 1"
+    )
+    lines = [f"{'commerce':<10}{'customers':>10}{'products':>10}{'orders':>8}{'items':>8}{'rejects':>9}{'pending':>9}"]
+    for r in frame.itertuples(index=False):
+        lines.append(
+            f"{r.tenant_id:<10}{r.customers:>10}{r.products:>10}{r.orders:>8}{r.order_items:>8}{r.rejects:>9}"
+            f"{r.pending:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -120,6 +156,22 @@ def demo(args: argparse.Namespace) -> int:
                 if not result.success:
                     failed.append(result.run_id)
         failed += run_demo_crawls(definitions, instance, tenants, QUIET)
+        from ingestion_platform.defs.commerce.assets import COMMERCE_KEYS
+        from ingestion_platform.defs.commerce.batches import partition_key
+        from ingestion_platform.sandbox.stack import land_commerce_batches
+
+        commerce = all_assets.get_subset(asset_selection=set(COMMERCE_KEYS))
+        for batch in land_commerce_batches(_commerce_store(home), home / "sandbox" / "commerce"):
+            key = partition_key(batch.tenant_id, batch.batch_id)
+            if not instance.has_dynamic_partition("commerce_batch", key):
+                instance.add_dynamic_partitions("commerce_batch", [key])
+            result = commerce.execute_in_process(
+                instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False
+            )
+            orphans = f", {batch.orphan_orders + batch.orphan_items} orphan(s)" if batch.orphan_orders else ""
+            print(f"  commerce batch {key}{orphans}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+            if not result.success:
+                failed.append(result.run_id)
         availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})
         result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
@@ -127,6 +179,7 @@ def demo(args: argparse.Namespace) -> int:
             failed.append(result.run_id)
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print(_commerce_summary(os.environ.get("WAREHOUSE_URL"), home))
     print()
     print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
@@ -194,6 +247,11 @@ def sandbox(args: argparse.Namespace) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
+    if args.source == "commerce":
+        return generate_commerce(args)
+    if not (args.dataset and args.start):
+        print("generate ga4 needs --dataset and --start", file=sys.stderr)
+        return 2
     from ingestion_platform.sandbox.bigquery import client_for
     from ingestion_platform.sandbox.ga4_export import seed_ga4_export
 
@@ -210,6 +268,49 @@ def generate(args: argparse.Namespace) -> int:
     counts = seed_ga4_export(client, args.project, args.dataset, days, seed=args.seed, n_events=args.events)
     for table, n in counts.items():
         print(f"{args.project}.{args.dataset}.{table}: {n} rows")
+    return 0
+
+
+def generate_commerce(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.commerce_data import generate_commerce as write_batches
+
+    tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
+    batches = write_batches(
+        tenants,
+        args.customers,
+        args.products,
+        args.orders,
+        Path(args.out),
+        seed=args.seed,
+        orphans=args.orphans,
+        bad_rows=args.bad_rows,
+        compress=args.gzip,
+    )
+    for batch in batches:
+        rows = ", ".join(f"{table} {n}" for table, n in batch.rows.items())
+        print(f"{batch.path}: {rows}")
+    return 0
+
+
+def ingest(args: argparse.Namespace) -> int:
+    """The old bulk-ingest script: land local batches in dependency order, skipping what already landed."""
+    from ingestion_platform.defs.commerce.ingest import StderrProgress, execute_plan, remote_state
+    from ingestion_platform.defs.commerce.upload import plan_upload, render_plan, scan_local
+
+    store = _commerce_store(ingestion_home())  # the sensor's store, so it sees these uploads
+    plan = plan_upload(args.tenant, scan_local(Path(args.directory), args.tenant), remote_state(store, args.tenant))
+    print(render_plan(plan))
+    if args.dry_run:
+        return 0
+    progress = StderrProgress(plan.bytes_to_upload)
+    try:
+        report = execute_plan(store, plan, part_bytes=args.part_mb << 20, progress=progress)
+    finally:
+        progress.close()
+    print(
+        f"uploaded {report.uploaded} object(s), skipped {report.skipped} already landed, "
+        f"{report.bytes_sent:,} bytes sent, {report.parts_resumed} part(s) resumed from an earlier attempt"
+    )
     return 0
 
 
@@ -287,15 +388,30 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
     sandbox_parser.add_argument("--sftp-port", type=int, default=DEV_SFTP_PORT)
     sandbox_parser.set_defaults(fn=sandbox)
-    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator")
-    gen.add_argument("ga4", choices=["ga4"])
+    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator, or write commerce batches")
+    gen.add_argument("source", choices=["ga4", "commerce"])
     gen.add_argument("--project", default="sandbox-analytics")
-    gen.add_argument("--dataset", required=True)
-    gen.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    gen.add_argument("--dataset", help="ga4: the export dataset (required)")
+    gen.add_argument("--start", help="ga4: first day, YYYY-MM-DD (required)")
     gen.add_argument("--end", help="last day (default: start)")
     gen.add_argument("--events", type=int, default=600, help="events per day")
     gen.add_argument("--seed", default="generated")
+    gen.add_argument("--tenants", default="acme", help="commerce: comma-separated tenant ids")
+    gen.add_argument("--customers", type=int, default=1000, help="commerce: customers per tenant")
+    gen.add_argument("--products", type=int, default=200, help="commerce: products per tenant")
+    gen.add_argument("--orders", type=int, default=2000, help="commerce: orders per tenant (about 4 items each)")
+    gen.add_argument("--out", default="generated_data", help="commerce: output folder ({tenant}/{batch_id}/)")
+    gen.add_argument("--orphans", action="store_true", help="commerce: hold some parents back to a second batch")
+    gen.add_argument("--bad-rows", action="store_true", help="commerce: add one bad line per rejection reason")
+    gen.add_argument("--gzip", action="store_true", help="commerce: write .ndjson.gz files")
     gen.set_defaults(fn=generate)
+    ingest_parser = commands.add_parser("ingest", help="upload commerce batches into the landing zone")
+    ingest_parser.add_argument("source", choices=["commerce"])
+    ingest_parser.add_argument("directory", help="folder of batch folders ({tenant}/{batch_id}/ or {batch_id}/)")
+    ingest_parser.add_argument("--tenant", required=True)
+    ingest_parser.add_argument("--dry-run", action="store_true", help="print the plan and upload nothing")
+    ingest_parser.add_argument("--part-mb", type=int, default=64, help="upload part size (resume granularity)")
+    ingest_parser.set_defaults(fn=ingest)
     commands.add_parser("migrate", help="create and evolve every declared warehouse table").set_defaults(fn=migrate)
     tenants_parser = commands.add_parser("tenants", help="the tenant registry")
     tenant_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)

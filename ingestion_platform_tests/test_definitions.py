@@ -18,6 +18,10 @@ CONTRACT_KEYS = {
     "ga4/no_search_results",
     "sftp/users",
     "sftp/locations",
+    "commerce/customers",
+    "commerce/products",
+    "commerce/orders",
+    "commerce/order_items",
 }
 
 
@@ -143,3 +147,28 @@ def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None
     assert request.tags["tenant"] == "globex" and request.run_key == "globex:2026-11-20"
     config = request.run_config["ops"]["trigger_crawls"]["config"]
     assert (config["tenant"], config["start_date"], config["end_date"]) == ("globex", "2026-11-20", "2026-11-20")
+
+
+def test_commerce_assets_follow_the_foreign_keys_and_the_sensor_requests_all_four(
+    definitions: dg.Definitions,
+) -> None:
+    graph = definitions.resolve_asset_graph()
+    parents = {
+        name: {p.to_user_string() for p in graph.get(dg.AssetKey(["commerce", name])).parent_keys}
+        for name in ("customers", "products", "orders", "order_items")
+    }
+    assert parents == {
+        "customers": set(),
+        "products": set(),
+        "orders": {"commerce/customers"},
+        "order_items": {"commerce/orders", "commerce/products"},
+    }
+    spec = next(s for s in definitions.resolve_all_asset_specs() if s.key.to_user_string() == "commerce/orders")
+    assert isinstance(spec.partitions_def, dg.DynamicPartitionsDefinition)
+    assert spec.partitions_def.name == "commerce_batch"
+    assert spec.metadata["dagster/table_name"] == "commerce.orders"
+    checks = {k.name for k in definitions.resolve_asset_graph().asset_check_keys if k.asset_key == spec.key}
+    assert "pending_age" in checks
+    sensor = definitions.resolve_sensor_def("commerce_batches")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.asset_selection is not None

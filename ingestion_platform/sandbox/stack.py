@@ -14,8 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from ingestion_platform.defs.commerce.ingest import execute_plan, remote_state
+from ingestion_platform.defs.commerce.upload import plan_upload, scan_local
+from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
 from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, run_brightdata_api
+from ingestion_platform.sandbox.commerce_data import GeneratedBatch, generate_commerce
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
@@ -128,6 +132,15 @@ def write_reports(root: Path, days: tuple[date, ...]) -> None:
         for day in days:
             (folder / f"users_{day:%Y%m%d}.csv").write_bytes(users_report(day, seed=tenant))
             (folder / f"locations_{day:%Y%m%d}.csv").write_bytes(locations_report(day, seed=tenant))
+
+
+def land_commerce_batches(store: ObjectStoreResource, root: Path) -> list[GeneratedBatch]:
+    """Each demo tenant's commerce export as `ingest commerce` would land it: b0001 with a few orphans whose parents
+    arrive in b0002 (idempotent: content already landed is skipped)."""
+    batches = generate_commerce(SANDBOX_TENANTS, 200, 50, 400, root, seed="demo", orphans=True)
+    for tenant in SANDBOX_TENANTS:
+        execute_plan(store, plan_upload(tenant, scan_local(root, tenant), remote_state(store, tenant)))
+    return batches
 
 
 @contextlib.contextmanager
