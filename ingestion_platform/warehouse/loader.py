@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
-from psycopg.errors import UniqueViolation
+from psycopg.errors import DataError, UniqueViolation
 from psycopg.types.json import Jsonb
 
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table, pending_spec
@@ -570,15 +570,30 @@ def load(
                 rows, copied = _copy(cur, stage, _encode(first, source_iter, plan, spec))
             if deleted_keys is not None:
                 deleted_ident = _stage_deletes(cur, spec, deleted_keys)
-            _validate(cur, stage)
             parse_rejects = list(rejects)  # read after the batches: a streaming parser fills it as it goes
-            duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
-            # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
-            # hash join and index probes into a large target.
-            cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+            outcome: dict[str, Any] | None = None
+            validated = False
+            duplicates = 0
             transaction_started = time.perf_counter()
-            with conn.transaction():
-                outcome = _apply(conn, cur, stage, mode, slice_, source, deleted_ident, parse_rejects)
+            if rows and _may_insert_optimistically(cur, stage, mode):
+                if spec.foreign_keys:  # their checks join the stage with the parents: the planner needs statistics
+                    cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+                attempt = _apply_optimistically(conn, cur, stage, slice_, source, deleted_ident, parse_rejects)
+                if attempt == "bad values":  # mark them, and try again: duplicate keys are still checked by the key
+                    _validate(cur, stage)
+                    validated = True
+                    attempt = _apply_optimistically(conn, cur, stage, slice_, source, deleted_ident, parse_rejects)
+                outcome = attempt if isinstance(attempt, dict) else None
+            if outcome is None:
+                if not validated:
+                    _validate(cur, stage)
+                # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
+                # hash join and index probes into a large target, nor hash the duplicate-key check.
+                cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+                duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
+                transaction_started = time.perf_counter()
+                with conn.transaction():
+                    outcome = _apply(conn, cur, stage, mode, slice_, source, deleted_ident, parse_rejects)
             transaction_seconds = time.perf_counter() - transaction_started
         finally:
             if not conn.closed and conn.info.transaction_status == 0:
@@ -607,6 +622,47 @@ def load(
     )
 
 
+def _may_insert_optimistically(cur: Any, stage: _Stage, mode: Mode) -> bool:
+    """Whether a merge can skip validation and duplicate detection and try a plain INSERT first.
+
+    Into an empty target, a merge of input without duplicate keys is a plain INSERT; the primary key itself
+    detects duplicate keys (UniqueViolation), and the casts from staged text detect values that do not parse
+    (SQLSTATE class 22). Both are rare in practice and both make the attempt fail as a whole, so a clean load
+    pays for one parse of each text-staged value and no extra scans of the stage, while a load with bad rows or
+    duplicates pays for one rolled-back attempt and then the checked path. Declared checks are evaluated on
+    the staged rows before the transaction, which needs the values already validated, so they keep the checked
+    path; a non-empty target does too (a merge there is a join anyway, and must drop duplicates before it).
+    """
+    if mode != "merge" or stage.spec.checks:
+        return False
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(stage.spec.ident()))
+    return bool(cur.fetchone()[0])
+
+
+def _apply_optimistically(
+    conn: Connection,
+    cur: Any,
+    stage: _Stage,
+    slice_: Mapping[str, Sequence[Any]] | None,
+    source: str | None,
+    deleted_ident: sql.Identifier | None,
+    parse_rejects: list[Reject],
+) -> dict[str, Any] | Literal["bad values", "repeated keys"]:
+    """`_apply` with a plain INSERT for the merge; on failure nothing changed, and the reason is returned."""
+    marked = stage.marked
+    try:
+        with conn.transaction():
+            return _apply(conn, cur, stage, "merge", slice_, source, deleted_ident, parse_rejects, insert_only=True)
+    except DataError:
+        reason: Literal["bad values", "repeated keys"] = "bad values"
+    except UniqueViolation:
+        # Repeated keys in the input, or a concurrent load that inserted one of them first.
+        reason = "repeated keys"
+    # The transaction rolled back, and with it the stage's marks from foreign key checks.
+    stage.marked = marked
+    return reason
+
+
 def _apply(
     conn: Connection,
     cur: Any,
@@ -616,8 +672,14 @@ def _apply(
     source: str | None,
     deleted_ident: sql.Identifier | None,
     parse_rejects: list[Reject],
+    *,
+    insert_only: bool = False,
 ) -> dict[str, Any]:
-    """The one short transaction: everything that reads or writes the target and its side tables."""
+    """The one short transaction: everything that reads or writes the target and its side tables.
+
+    `insert_only`: the merge is a plain INSERT (see `_may_insert_optimistically`); a repeated key raises
+    UniqueViolation, a value that does not parse DataError, and the caller's transaction rolls back.
+    """
     spec = stage.spec
     out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
     out |= {"unparked": 0, "parked": 0, "pending": 0, "oldest_pending_seconds": None}
@@ -630,7 +692,13 @@ def _apply(
     out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
     if spec.parks:
         out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source)
-    if mode == "merge":
+    if mode == "merge" and insert_only:
+        out["inserted"] = _insert_good_rows(cur, stage)
+        if slice_:
+            deleted, tombstoned = _remove_absent(cur, stage, slice_)
+            out["deleted"] += deleted
+            out["tombstoned"] += tombstoned
+    elif mode == "merge":
         out["inserted"], out["updated"] = _merge(conn, cur, stage)
         if slice_:
             deleted, tombstoned = _remove_absent(cur, stage, slice_)
@@ -820,6 +888,15 @@ def _merge(conn: Connection, cur: Any, stage: _Stage) -> tuple[int, int]:
         return 0, 0
     statements = _merge_statements(stage, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION)
     return _first_that_works(conn, cur, statements)
+
+
+def _insert_good_rows(cur: Any, stage: _Stage) -> int:
+    """The good rows into the target with one INSERT: no join, no RETURNING; a repeated key raises UniqueViolation."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
+    cur.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} s").format(stage.spec.ident(), cols, cols, stage.typed_rows())
+    )
+    return int(cur.rowcount)
 
 
 def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:
