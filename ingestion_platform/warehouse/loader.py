@@ -16,6 +16,10 @@ Why this shape:
   are checked against the staged rows too. Every failing row lands in `<schema>.<table>_rejects` with the raw row
   as JSON, the reason, the column, the source and line (or input ordinal) and the load time, in the same
   transaction as the good rows. Parsers pass rows they could not even parse as `Reject`s through the same call.
+- Clean input, the usual case, pays for none of that checking when the spec declares no checks: the merge is
+  tried first with the casts themselves finding values that do not parse, and into an empty target (a first load,
+  a backfill into a new table) as one plain INSERT whose primary key finds repeated keys. A failed attempt rolls
+  back and the load takes the checked path; the price is one rolled-back statement when the input has bad rows.
 
 Public API:
 
@@ -418,17 +422,21 @@ def _validate(cur: Any, stage: _Stage) -> None:
         stage.marked += cur.rowcount
 
 
+def _has_duplicate_keys(cur: Any, stage: _Stage) -> bool:
+    cur.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1)").format(
+            stage.ident, stage.good(), sql.SQL(", ").join(stage.typed(k) for k in stage.spec.key)
+        )
+    )
+    return bool(cur.fetchone()[0])
+
+
 def _drop_duplicate_keys(cur: Any, stage: _Stage) -> int:
     """Keep the last occurrence (highest ordinal) of each key among the good rows; parked rows come first."""
     spec = stage.spec
     keys = [stage.typed(k) for k in spec.key]
     key = sql.SQL(", ").join(keys)
-    cur.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1)").format(
-            stage.ident, stage.good(), key
-        )
-    )
-    if not cur.fetchone()[0]:
+    if not _has_duplicate_keys(cur, stage):
         return 0
     cur.execute(
         sql.SQL(
@@ -575,14 +583,14 @@ def load(
             validated = False
             duplicates = 0
             transaction_started = time.perf_counter()
-            if rows and _may_insert_optimistically(cur, stage, mode):
-                if spec.foreign_keys:  # their checks join the stage with the parents: the planner needs statistics
-                    cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
-                attempt = _apply_optimistically(conn, cur, stage, slice_, source, deleted_ident, parse_rejects)
-                if attempt == "bad values":  # mark them, and try again: duplicate keys are still checked by the key
+            unchecked = _unchecked_upsert(cur, stage, mode) if rows else None
+            if unchecked is not None:
+                args = (slice_, source, deleted_ident, parse_rejects)
+                attempt = _apply_unchecked(conn, cur, stage, unchecked, *args)
+                if attempt == "bad values":  # mark them and try again: the values are the only thing that failed
                     _validate(cur, stage)
                     validated = True
-                    attempt = _apply_optimistically(conn, cur, stage, slice_, source, deleted_ident, parse_rejects)
+                    attempt = _apply_unchecked(conn, cur, stage, unchecked, *args)
                 outcome = attempt if isinstance(attempt, dict) else None
             if outcome is None:
                 if not validated:
@@ -622,37 +630,51 @@ def load(
     )
 
 
-def _may_insert_optimistically(cur: Any, stage: _Stage, mode: Mode) -> bool:
-    """Whether a merge can skip validation and duplicate detection and try a plain INSERT first.
+Unchecked = Literal["insert", "merge"]
 
-    Into an empty target, a merge of input without duplicate keys is a plain INSERT; the primary key itself
-    detects duplicate keys (UniqueViolation), and the casts from staged text detect values that do not parse
-    (SQLSTATE class 22). Both are rare in practice and both make the attempt fail as a whole, so a clean load
-    pays for one parse of each text-staged value and no extra scans of the stage, while a load with bad rows or
-    duplicates pays for one rolled-back attempt and then the checked path. Declared checks are evaluated on
-    the staged rows before the transaction, which needs the values already validated, so they keep the checked
-    path; a non-empty target does too (a merge there is a join anyway, and must drop duplicates before it).
+
+def _unchecked_upsert(cur: Any, stage: _Stage, mode: Mode) -> Unchecked | None:
+    """How a merge can be tried before any of the staged rows' values are checked, if it can.
+
+    Checking staged text costs a full pass per load (`pg_input_is_valid` parses every value, and the merge
+    parses it again to cast it), and finding repeated keys costs another; clean input, the usual case, needs
+    neither. So the merge is first tried as is, in its transaction: a value that does not parse makes a cast fail
+    (SQLSTATE class 22) and the attempt rolls back, costing at most one rolled-back statement. Into an empty
+    target the upsert is a plain INSERT (no join, no RETURNING) whose primary key detects repeated keys
+    (UniqueViolation); into a stored table the keys are checked for repeats first, which needs keys staged in
+    their own type (text keys could spell one key two ways, "1" and "01"). Declared checks are evaluated on
+    staged rows before the transaction, on values already checked: such specs take the checked path.
     """
-    if mode != "merge" or stage.spec.checks:
-        return False
-    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(stage.spec.ident()))
-    return bool(cur.fetchone()[0])
+    spec = stage.spec
+    if mode != "merge" or spec.checks:
+        return None
+    if spec.foreign_keys:  # their checks join the stage with the parents: the planner needs statistics
+        cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(spec.ident()))
+    if cur.fetchone()[0]:
+        return "insert"
+    if any(stage.plan.staged[k] != spec.column(k).type for k in spec.key):
+        return None
+    if not spec.foreign_keys:
+        cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+    return None if _has_duplicate_keys(cur, stage) else "merge"
 
 
-def _apply_optimistically(
+def _apply_unchecked(
     conn: Connection,
     cur: Any,
     stage: _Stage,
+    unchecked: Unchecked,
     slice_: Mapping[str, Sequence[Any]] | None,
     source: str | None,
     deleted_ident: sql.Identifier | None,
     parse_rejects: list[Reject],
 ) -> dict[str, Any] | Literal["bad values", "repeated keys"]:
-    """`_apply` with a plain INSERT for the merge; on failure nothing changed, and the reason is returned."""
+    """`_apply` before the values are checked; on failure nothing changed, and the reason is returned."""
     marked = stage.marked
     try:
         with conn.transaction():
-            return _apply(conn, cur, stage, "merge", slice_, source, deleted_ident, parse_rejects, insert_only=True)
+            return _apply(conn, cur, stage, "merge", slice_, source, deleted_ident, parse_rejects, unchecked=unchecked)
     except DataError:
         reason: Literal["bad values", "repeated keys"] = "bad values"
     except UniqueViolation:
@@ -673,12 +695,13 @@ def _apply(
     deleted_ident: sql.Identifier | None,
     parse_rejects: list[Reject],
     *,
-    insert_only: bool = False,
+    unchecked: Unchecked | None = None,
 ) -> dict[str, Any]:
     """The one short transaction: everything that reads or writes the target and its side tables.
 
-    `insert_only`: the merge is a plain INSERT (see `_may_insert_optimistically`); a repeated key raises
-    UniqueViolation, a value that does not parse DataError, and the caller's transaction rolls back.
+    `unchecked`: the staged values were not checked (see `_unchecked_upsert`), and "insert" makes the merge a
+    plain INSERT; a value that does not parse raises DataError, a repeated key UniqueViolation, and the caller's
+    transaction rolls back.
     """
     spec = stage.spec
     out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
@@ -692,7 +715,7 @@ def _apply(
     out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
     if spec.parks:
         out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source)
-    if mode == "merge" and insert_only:
+    if mode == "merge" and unchecked == "insert":
         out["inserted"] = _insert_good_rows(cur, stage)
         if slice_:
             deleted, tombstoned = _remove_absent(cur, stage, slice_)

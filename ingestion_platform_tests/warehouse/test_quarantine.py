@@ -133,8 +133,9 @@ def test_foreign_keys_are_tenant_scoped_real_constraints_and_reject(warehouse: W
 
 
 def test_bad_values_duplicates_and_orphans_into_an_empty_table_without_checks(warehouse: WarehouseResource) -> None:
-    """An empty target without declared checks is first tried as a plain INSERT; every way that attempt can fail
-    (a value that does not parse, a repeated key, a missing parent) must still end as the checked merge would."""
+    """Without declared checks a merge is first tried before its values are checked (into an empty target as a
+    plain INSERT); every way that can fail (a value that does not parse, a repeated key, a missing parent) must
+    still end as the checked merge would."""
     lines = TableSpec(
         schema="shop",
         name="lines",
@@ -169,6 +170,24 @@ def test_bad_values_duplicates_and_orphans_into_an_empty_table_without_checks(wa
         ("attrs", 5),
         ("line_id", 6),
         ("customer_id", 7),
+    ]
+
+    # Into the stored table: a merge tried before its values are checked, then again after one fails to parse.
+    again = pa.table(
+        {
+            "tenant_id": ["a"] * 3,
+            "line_id": pa.array([1, 2, 6], pa.int64()),
+            "customer_id": ["c1"] * 3,
+            "attrs": ['{"v": 10}', "{bad", '{"v": 6}'],
+        }
+    )
+    result = warehouse.load(lines, [again], mode="merge")
+    assert (result.inserted, result.updated, result.rejected) == (1, 1, 1)
+    assert q(warehouse, "SELECT line_id, attrs FROM shop.lines ORDER BY 1") == [
+        (1, {"v": 10}),
+        (2, {"v": 22}),
+        (3, {"v": 3}),
+        (6, {"v": 6}),
     ]
 
 
