@@ -16,6 +16,10 @@ Why this shape:
   are checked against the staged rows too. Every failing row lands in `<schema>.<table>_rejects` with the raw row
   as JSON, the reason, the column, the source and line (or input ordinal) and the load time, in the same
   transaction as the good rows. Parsers pass rows they could not even parse as `Reject`s through the same call.
+- Clean input, the usual case, pays for none of that checking when the spec declares no checks: the merge is
+  tried first with the casts themselves finding values that do not parse, and into an empty target (a first load,
+  a backfill into a new table) as one plain INSERT whose primary key finds repeated keys. A failed attempt rolls
+  back and the load takes the checked path; the price is one rolled-back statement when the input has bad rows.
 
 Public API:
 
@@ -55,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
-from psycopg.errors import UniqueViolation
+from psycopg.errors import DataError, UniqueViolation
 from psycopg.types.json import Jsonb
 
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table, pending_spec
@@ -418,17 +422,21 @@ def _validate(cur: Any, stage: _Stage) -> None:
         stage.marked += cur.rowcount
 
 
+def _has_duplicate_keys(cur: Any, stage: _Stage) -> bool:
+    cur.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1)").format(
+            stage.ident, stage.good(), sql.SQL(", ").join(stage.typed(k) for k in stage.spec.key)
+        )
+    )
+    return bool(cur.fetchone()[0])
+
+
 def _drop_duplicate_keys(cur: Any, stage: _Stage) -> int:
     """Keep the last occurrence (highest ordinal) of each key among the good rows; parked rows come first."""
     spec = stage.spec
     keys = [stage.typed(k) for k in spec.key]
     key = sql.SQL(", ").join(keys)
-    cur.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1)").format(
-            stage.ident, stage.good(), key
-        )
-    )
-    if not cur.fetchone()[0]:
+    if not _has_duplicate_keys(cur, stage):
         return 0
     cur.execute(
         sql.SQL(
@@ -570,15 +578,30 @@ def load(
                 rows, copied = _copy(cur, stage, _encode(first, source_iter, plan, spec))
             if deleted_keys is not None:
                 deleted_ident = _stage_deletes(cur, spec, deleted_keys)
-            _validate(cur, stage)
             parse_rejects = list(rejects)  # read after the batches: a streaming parser fills it as it goes
-            duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
-            # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
-            # hash join and index probes into a large target.
-            cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+            outcome: dict[str, Any] | None = None
+            validated = False
+            duplicates = 0
             transaction_started = time.perf_counter()
-            with conn.transaction():
-                outcome = _apply(conn, cur, stage, mode, slice_, source, deleted_ident, parse_rejects)
+            unchecked = _unchecked_upsert(cur, stage, mode) if rows else None
+            if unchecked is not None:
+                args = (slice_, source, deleted_ident, parse_rejects)
+                attempt = _apply_unchecked(conn, cur, stage, unchecked, *args)
+                if attempt == "bad values":  # mark them and try again: the values are the only thing that failed
+                    _validate(cur, stage)
+                    validated = True
+                    attempt = _apply_unchecked(conn, cur, stage, unchecked, *args)
+                outcome = attempt if isinstance(attempt, dict) else None
+            if outcome is None:
+                if not validated:
+                    _validate(cur, stage)
+                # Temporary tables are never auto-analyzed; without statistics the planner cannot choose between a
+                # hash join and index probes into a large target, nor hash the duplicate-key check.
+                cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+                duplicates = _drop_duplicate_keys(cur, stage) if mode == "merge" else 0
+                transaction_started = time.perf_counter()
+                with conn.transaction():
+                    outcome = _apply(conn, cur, stage, mode, slice_, source, deleted_ident, parse_rejects)
             transaction_seconds = time.perf_counter() - transaction_started
         finally:
             if not conn.closed and conn.info.transaction_status == 0:
@@ -607,6 +630,61 @@ def load(
     )
 
 
+Unchecked = Literal["insert", "merge"]
+
+
+def _unchecked_upsert(cur: Any, stage: _Stage, mode: Mode) -> Unchecked | None:
+    """How a merge can be tried before any of the staged rows' values are checked, if it can.
+
+    Checking staged text costs a full pass per load (`pg_input_is_valid` parses every value, and the merge
+    parses it again to cast it), and finding repeated keys costs another; clean input, the usual case, needs
+    neither. So the merge is first tried as is, in its transaction: a value that does not parse makes a cast fail
+    (SQLSTATE class 22) and the attempt rolls back, costing at most one rolled-back statement. Into an empty
+    target the upsert is a plain INSERT (no join, no RETURNING) whose primary key detects repeated keys
+    (UniqueViolation); into a stored table the keys are checked for repeats first, which needs keys staged in
+    their own type (text keys could spell one key two ways, "1" and "01"). Declared checks are evaluated on
+    staged rows before the transaction, on values already checked: such specs take the checked path.
+    """
+    spec = stage.spec
+    if mode != "merge" or spec.checks:
+        return None
+    if spec.foreign_keys:  # their checks join the stage with the parents: the planner needs statistics
+        cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+    cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(spec.ident()))
+    if cur.fetchone()[0]:
+        return "insert"
+    if any(stage.plan.staged[k] != spec.column(k).type for k in spec.key):
+        return None
+    if not spec.foreign_keys:
+        cur.execute(sql.SQL("ANALYZE {} ({})").format(stage.ident, _join_columns(stage)))
+    return None if _has_duplicate_keys(cur, stage) else "merge"
+
+
+def _apply_unchecked(
+    conn: Connection,
+    cur: Any,
+    stage: _Stage,
+    unchecked: Unchecked,
+    slice_: Mapping[str, Sequence[Any]] | None,
+    source: str | None,
+    deleted_ident: sql.Identifier | None,
+    parse_rejects: list[Reject],
+) -> dict[str, Any] | Literal["bad values", "repeated keys"]:
+    """`_apply` before the values are checked; on failure nothing changed, and the reason is returned."""
+    marked = stage.marked
+    try:
+        with conn.transaction():
+            return _apply(conn, cur, stage, "merge", slice_, source, deleted_ident, parse_rejects, unchecked=unchecked)
+    except DataError:
+        reason: Literal["bad values", "repeated keys"] = "bad values"
+    except UniqueViolation:
+        # Repeated keys in the input, or a concurrent load that inserted one of them first.
+        reason = "repeated keys"
+    # The transaction rolled back, and with it the stage's marks from foreign key checks.
+    stage.marked = marked
+    return reason
+
+
 def _apply(
     conn: Connection,
     cur: Any,
@@ -616,8 +694,15 @@ def _apply(
     source: str | None,
     deleted_ident: sql.Identifier | None,
     parse_rejects: list[Reject],
+    *,
+    unchecked: Unchecked | None = None,
 ) -> dict[str, Any]:
-    """The one short transaction: everything that reads or writes the target and its side tables."""
+    """The one short transaction: everything that reads or writes the target and its side tables.
+
+    `unchecked`: the staged values were not checked (see `_unchecked_upsert`), and "insert" makes the merge a
+    plain INSERT; a value that does not parse raises DataError, a repeated key UniqueViolation, and the caller's
+    transaction rolls back.
+    """
     spec = stage.spec
     out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
     out |= {"unparked": 0, "parked": 0, "pending": 0, "oldest_pending_seconds": None}
@@ -630,7 +715,13 @@ def _apply(
     out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
     if spec.parks:
         out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source)
-    if mode == "merge":
+    if mode == "merge" and unchecked == "insert":
+        out["inserted"] = _insert_good_rows(cur, stage)
+        if slice_:
+            deleted, tombstoned = _remove_absent(cur, stage, slice_)
+            out["deleted"] += deleted
+            out["tombstoned"] += tombstoned
+    elif mode == "merge":
         out["inserted"], out["updated"] = _merge(conn, cur, stage)
         if slice_:
             deleted, tombstoned = _remove_absent(cur, stage, slice_)
@@ -820,6 +911,15 @@ def _merge(conn: Connection, cur: Any, stage: _Stage) -> tuple[int, int]:
         return 0, 0
     statements = _merge_statements(stage, with_merge=conn.info.server_version >= MERGE_MIN_SERVER_VERSION)
     return _first_that_works(conn, cur, statements)
+
+
+def _insert_good_rows(cur: Any, stage: _Stage) -> int:
+    """The good rows into the target with one INSERT: no join, no RETURNING; a repeated key raises UniqueViolation."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
+    cur.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} s").format(stage.spec.ident(), cols, cols, stage.typed_rows())
+    )
+    return int(cur.rowcount)
 
 
 def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:

@@ -132,6 +132,65 @@ def test_foreign_keys_are_tenant_scoped_real_constraints_and_reject(warehouse: W
         c.exec_driver_sql("INSERT INTO shop.orders VALUES ('b', 'o9', 'c1', 1)")
 
 
+def test_bad_values_duplicates_and_orphans_into_an_empty_table_without_checks(warehouse: WarehouseResource) -> None:
+    """Without declared checks a merge is first tried before its values are checked (into an empty target as a
+    plain INSERT); every way that can fail (a value that does not parse, a repeated key, a missing parent) must
+    still end as the checked merge would."""
+    lines = TableSpec(
+        schema="shop",
+        name="lines",
+        columns=(
+            Column("tenant_id", "text", nullable=False),
+            Column("line_id", "bigint", nullable=False),
+            Column("customer_id", "text"),
+            Column("attrs", "jsonb"),
+        ),
+        key=("tenant_id", "line_id"),
+        foreign_keys=(ForeignKey(("tenant_id", "customer_id"), "shop.customers"),),
+    )
+    warehouse.migrate([CUSTOMERS, lines])
+    warehouse.load(CUSTOMERS, [pd.DataFrame({"tenant_id": ["a"], "customer_id": ["c1"]})], mode="merge")
+    batch = pa.table(
+        {
+            "tenant_id": ["a"] * 7,
+            "line_id": ["1", "2", "2", "3", "3", "4.5", "5"],
+            "customer_id": ["c1"] * 6 + ["zz"],
+            "attrs": ['{"v": 1}', '{"v": 2}', '{"v": 22}', '{"v": 3}', "{bad", "{}", "{}"],
+        }
+    )
+    result = warehouse.load(lines, [batch], mode="merge")
+    # Key 2: the last occurrence wins; key 3: its last occurrence is rejected, so the valid first one loads.
+    assert (result.inserted, result.rejected, result.duplicates_in_input) == (3, 3, 1)
+    assert q(warehouse, "SELECT line_id, attrs FROM shop.lines ORDER BY 1") == [
+        (1, {"v": 1}),
+        (2, {"v": 22}),
+        (3, {"v": 3}),
+    ]
+    assert q(warehouse, "SELECT column_name, line_number FROM shop.lines_rejects ORDER BY line_number") == [
+        ("attrs", 5),
+        ("line_id", 6),
+        ("customer_id", 7),
+    ]
+
+    # Into the stored table: a merge tried before its values are checked, then again after one fails to parse.
+    again = pa.table(
+        {
+            "tenant_id": ["a"] * 3,
+            "line_id": pa.array([1, 2, 6], pa.int64()),
+            "customer_id": ["c1"] * 3,
+            "attrs": ['{"v": 10}', "{bad", '{"v": 6}'],
+        }
+    )
+    result = warehouse.load(lines, [again], mode="merge")
+    assert (result.inserted, result.updated, result.rejected) == (1, 1, 1)
+    assert q(warehouse, "SELECT line_id, attrs FROM shop.lines ORDER BY 1") == [
+        (1, {"v": 10}),
+        (2, {"v": 22}),
+        (3, {"v": 3}),
+        (6, {"v": 6}),
+    ]
+
+
 @pytest.mark.parametrize("child_first", [True, False])
 def test_parked_rows_load_on_the_childs_next_load_after_the_parent(warehouse: WarehouseResource, child_first) -> None:
     orders = orders_spec("park")
