@@ -25,6 +25,7 @@ import dagster as dg
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import Field
 
 from ingestion_platform.retry import is_transient, retry_transient
@@ -153,6 +154,7 @@ def load_private_key(text: str) -> paramiko.PKey:
     if "\n" not in text.strip() and "\\n" in text:
         text = text.replace("\\n", "\n")  # CI secret stores and .env files often hold the key on one line
     data = text.encode()
+    loaded: PrivateKeyTypes
     try:
         try:
             loaded = serialization.load_ssh_private_key(data, password=None)

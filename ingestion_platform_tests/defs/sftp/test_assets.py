@@ -140,14 +140,18 @@ def env(
         def tick(self, kind: str, cursor: str | None = None) -> dg.SensorResult:
             sensor = next(s for s in sftp_report_sensors if s.name == f"sftp_{kind}_files")
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-            return sensor(context)
+            result = sensor(context)
+            assert isinstance(result, dg.SensorResult)
+            return result
 
     yield Env()
     instance.dispose()
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    return result.get_step_failure_events()[0].step_failure_data.error.message
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error is not None
+    return error.message
 
 
 def test_users_report_loads_with_rejects_and_rerun_is_idempotent(env) -> None:
