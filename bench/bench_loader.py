@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql
+from psycopg.abc import Query
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ingestion_platform.resources.warehouse import WarehouseResource
@@ -150,7 +151,7 @@ def dlt_url(url: str) -> str:
     return parsed.set(host=parsed.host or "localhost").render_as_string(hide_password=False)
 
 
-def execute(url: str, statement: sql.Composable | str) -> list[tuple]:
+def execute(url: str, statement: Query) -> list[tuple]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(statement)
         return cur.fetchall() if cur.description else []

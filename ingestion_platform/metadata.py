@@ -6,7 +6,7 @@ registry and without any I/O at definition load. Tables written outside assets (
 way with `dg.Definitions(metadata=table_spec_metadata(spec))` in their defs module.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -52,6 +52,8 @@ def declared_tables(defs: dg.Definitions) -> list[TableSpec]:
     for key, value in entries:
         if key.startswith(TABLE_SPEC_PREFIX):
             data = value.value if isinstance(value, dg.JsonMetadataValue) else value
+            if not isinstance(data, Mapping):
+                raise TypeError(f"definition metadata {key!r} holds {type(data).__name__}, not a TableSpec mapping")
             spec = TableSpec.from_dict(data)
             found[spec.qualified_name] = spec
     return list(found.values())

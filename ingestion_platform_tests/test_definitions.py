@@ -69,7 +69,7 @@ def test_ga4_assets_are_parallel_pooled_and_backfill_in_single_runs(definitions:
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
         assert node.pools == {"bigquery"}
     schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
-    assert schedule.job.tags["dagster/max_runtime"] == "1800"
+    assert (schedule.job.tags or {}).get("dagster/max_runtime") == "1800"
 
 
 def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions) -> None:
@@ -79,9 +79,8 @@ def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions)
         empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
         assert empty.skip_message and "no tenants" in empty.skip_message
         instance.add_dynamic_partitions("tenant", ["globex", "acme"])
-        requests = schedule.evaluate_tick(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        ).run_requests
+        tick = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        requests = tick.run_requests or []
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ]
@@ -101,7 +100,8 @@ def test_tenant_sync_sensor_makes_partitions_equal_the_registry(definitions: dg.
         instance.add_dynamic_partitions("tenant", ["acme", "gone"])
         context = dg.build_sensor_context(instance=instance, resources={"tenants": TenantsResource(path=str(registry))})
         result = sensor(context)
-        requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
+        assert isinstance(result, dg.SensorResult)
+        requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests or []}
     assert requests == {"AddDynamicPartitionsRequest": ["initech"], "DeleteDynamicPartitionsRequest": ["gone"]}
 
 
@@ -113,6 +113,7 @@ def test_sftp_reports_are_sensor_driven_and_include_today(definitions: dg.Defini
         spec = next(s for s in definitions.resolve_all_asset_specs() if s.key.to_user_string() == f"sftp/{kind}")
         assert spec.metadata["dagster/table_name"] == f"crm.{kind}"
         today = dt.datetime.now(dt.UTC).date().isoformat()
+        assert isinstance(spec.partitions_def, dg.MultiPartitionsDefinition)
         days = next(d.partitions_def for d in spec.partitions_def.partitions_defs if d.name == "date")
         assert days.get_last_partition_key() == today
 

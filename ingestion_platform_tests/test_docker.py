@@ -31,6 +31,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._utils.test.definitions import LazyDefinitions
 
 from ingestion_platform.defs.resources import build_resources
+from ingestion_platform.resources.tenants import TenantsResource
+from ingestion_platform.resources.warehouse import WarehouseResource
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -268,11 +270,15 @@ def test_the_code_server_target_loads_under_the_container_environment(
             monkeypatch.setenv(key, value)
 
     resources = build_resources()
-    url = sa.make_url(resources["warehouse"].url.get_value())  # type: ignore[union-attr]
+    warehouse, tenants = resources["warehouse"], resources["tenants"]
+    assert isinstance(warehouse, WarehouseResource) and isinstance(tenants, TenantsResource)
+    # Bound to env vars, not values: read when a run starts, in the container that runs it.
+    assert isinstance(warehouse.url, dg.EnvVar) and isinstance(tenants.path, dg.EnvVar)
+    url = sa.make_url(warehouse.url.get_value() or "")
     init_sql = (DOCKER / "postgres-init" / "01-warehouse.sql").read_text()
     assert url.host == "postgres" and url.port == 5432
     assert re.search(rf"CREATE DATABASE {url.database}\b", init_sql), "the warehouse database is created at init"
-    assert resources["tenants"].path.get_value() == env["INGESTION_TENANTS_FILE"]  # type: ignore[union-attr]
+    assert tenants.path.get_value() == env["INGESTION_TENANTS_FILE"]
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("the code server must load definitions without network connections")
@@ -283,7 +289,7 @@ def test_the_code_server_target_loads_under_the_container_environment(
     loaded = target() if isinstance(target, LazyDefinitions) else target
     monkeypatch.undo()
     assert isinstance(loaded, dg.Definitions)
-    assert {"warehouse", "tenants", "bigquery"} <= set(loaded.resources)
+    assert {"warehouse", "tenants", "bigquery"} <= set(loaded.resources or {})
 
 
 def test_code_service_environment(services: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """The code location as users meet it: a real dagster-webserver and dagster-daemon load workspace.yaml, runs are
-launched over GraphQL and run in their own processes against the BigQuery emulator and PostgreSQL, and the daemon's
-automation sensor starts what depends on them. One stack per module: starting it costs more than the tests."""
+launched over GraphQL and run in their own processes (the forkserver executor, one process per step) against the
+BigQuery emulator, an SFTP server and a fresh PostgreSQL database, and the daemon's sensors start what depends on
+them. One stack per module: starting it costs more than the tests."""
 
+import json
 import os
 import socket
 import subprocess
@@ -10,45 +12,78 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 from google.cloud import bigquery
 
+from ingestion_platform.defs.sftp.assets import sftp_report_assets
+from ingestion_platform.resources.sftp import SFTPResource
+from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator
+from ingestion_platform.sandbox.crm_reports import users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.sftp_server import run_sftp_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2024, 5, 1)
 AVAILABILITY = dg.AssetKey(["ga4", "availability"])
+# The daemon's SFTP sensors look back 7 days from the real clock, which a test cannot fix in another process.
+SFTP_LOADED_DAY = datetime.now(UTC).date() - timedelta(days=1)
+SFTP_NEW_DAY = SFTP_LOADED_DAY - timedelta(days=1)
+SFTP_MTIME = 1_700_000_000
+SFTP_PASSWORD_ENV = "E2E_SFTP_PASSWORD"
+SFTP_PASSWORD = "e2e-secret"
 
 
 @dataclass(frozen=True)
 class Stack:
     client: DagsterGraphQLClient
+    graphql_url: str
     home: Path
     warehouse_url: str
     log: Path
+    sftp_folder: Path
 
     def launch_ga4_day(self) -> str:
+        """The run the operators launch, with the code location's default executor: a step per process."""
         return self.client.submit_job_execution(
             "ga4_events",
             repository_location_name="ingestion_platform",
             repository_name="__repository__",
-            # One run worker process instead of one per step keeps the suite fast; launch, queue and run are real.
-            run_config={"execution": {"config": {"in_process": {}}}},
             tags={
                 "dagster/partition": f"{DAY}|acme",
                 "dagster/partition/date": str(DAY),
                 "dagster/partition/tenant": "acme",
             },
         )
+
+    def sensor_ticks(self, sensor_name: str) -> list[dict[str, Any]]:
+        """The sensor's ticks, newest first, as the UI shows them."""
+        query = """query Ticks($selector: SensorSelector!) {
+          sensorOrError(sensorSelector: $selector) {
+            __typename
+            ... on Sensor { sensorState { ticks(limit: 20) { status cursor runIds skipReason error { message } } } }
+          }
+        }"""
+        selector = {
+            "repositoryLocationName": "ingestion_platform",
+            "repositoryName": "__repository__",
+            "sensorName": sensor_name,
+        }
+        answer = httpx.post(self.graphql_url, json={"query": query, "variables": {"selector": selector}}, timeout=30)
+        answer.raise_for_status()
+        sensor = answer.json()["data"]["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        return sensor["sensorState"]["ticks"]
 
     def wait_for_run(self, run_id: str, timeout: float = 180) -> dg.DagsterRunStatus:
         deadline = time.monotonic() + timeout
@@ -90,23 +125,76 @@ def stack(
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
     warehouse_url = sa.make_url(postgres_server_url).set(database=database).render_as_string(hide_password=False)
-    dataset = f"analytics_{uuid.uuid4().hex[:8]}"
-    seed_ga4_export(bigquery_client, "e2e-analytics", dataset, [DAY], seed="e2e")
-    tenants = tmp_path / "tenants.yaml"
-    tenants.write_text(yaml.safe_dump({"tenants": {"acme": {"ga4": {"project": "e2e-analytics", "dataset": dataset}}}}))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "WAREHOUSE_URL": warehouse_url,
-        "INGESTION_TENANTS_FILE": str(tenants),
-        "BIGQUERY_EMULATOR_HOST": bigquery_emulator.rest_url,
-    }
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("tenant", ["acme"])
+    try:
+        dataset = f"analytics_{uuid.uuid4().hex[:8]}"
+        seed_ga4_export(bigquery_client, "e2e-analytics", dataset, [DAY], seed="e2e")
+        sftp_root = tmp_path / "sftp"
+        sftp_folder = sftp_root / "acme"
+        sftp_folder.mkdir(parents=True)
+        for day in (SFTP_LOADED_DAY, SFTP_NEW_DAY):
+            path = sftp_folder / f"users_{day:%Y%m%d}.csv"
+            path.write_bytes(users_report(day, seed="e2e"))
+            os.utime(path, (SFTP_MTIME, SFTP_MTIME))
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        port = _free_port()
+        with (
+            run_sftp_server(sftp_root, {"acme": SFTP_PASSWORD}, tmp_path / "sftp_host_key") as sftp,
+            pytest.MonkeyPatch.context() as monkeypatch,
+        ):
+            monkeypatch.setenv(SFTP_PASSWORD_ENV, SFTP_PASSWORD)
+            sftp_settings = {
+                "host": sftp.host,
+                "port": sftp.port,
+                "username": "acme",
+                "password_env": SFTP_PASSWORD_ENV,
+                "host_keys": [sftp.host_key_line],
+                "remote_dir": "/acme",
+            }
+            tenants = tmp_path / "tenants.yaml"
+            tenants.write_text(
+                yaml.safe_dump(
+                    {
+                        "tenants": {
+                            "acme": {"ga4": {"project": "e2e-analytics", "dataset": dataset}, "sftp": sftp_settings}
+                        }
+                    }
+                )
+            )
+            env = {
+                **os.environ,
+                "DAGSTER_HOME": str(home),
+                "WAREHOUSE_URL": warehouse_url,
+                "INGESTION_TENANTS_FILE": str(tenants),
+                "BIGQUERY_EMULATOR_HOST": bigquery_emulator.rest_url,
+            }
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                instance.add_dynamic_partitions("tenant", ["acme"])
+                # As the demo loads a report before `dev` starts the daemon: the daemon's sensors then start with no
+                # cursor, and only the asset's own materialization says that this file is loaded.
+                users = next(a for a in sftp_report_assets if a.key.path == ["sftp", "users"])
+                loaded = dg.materialize(
+                    [users],
+                    partition_key=f"{SFTP_LOADED_DAY}|acme",
+                    instance=instance,
+                    resources={
+                        "sftp": SFTPResource(),
+                        "warehouse": WarehouseResource(url=warehouse_url),
+                        "tenants": TenantsResource(path=str(tenants)),
+                    },
+                )
+                assert loaded.success
+            yield from _run_stack(port, env, home, warehouse_url, tmp_path, sftp_folder)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _run_stack(
+    port: int, env: dict[str, str], home: Path, warehouse_url: str, tmp_path: Path, sftp_folder: Path
+) -> Iterator[Stack]:
     # The webserver takes GraphQL launches; the daemon dequeues them (dagster.yaml limits concurrent runs) and runs
     # the sensors, the automation sensor among them, with their default status: nothing is switched on by hand.
     commands = [
@@ -120,15 +208,19 @@ def stack(
         ]
         try:
             _wait_for_port(port, processes[0], log_path)
-            yield Stack(DagsterGraphQLClient("127.0.0.1", port_number=port), home, warehouse_url, log_path)
+            yield Stack(
+                DagsterGraphQLClient("127.0.0.1", port_number=port),
+                f"http://127.0.0.1:{port}/graphql",
+                home,
+                warehouse_url,
+                log_path,
+                sftp_folder,
+            )
         finally:
             for running in processes:
                 running.terminate()
             for running in processes:
                 running.wait(timeout=30)
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            admin.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +266,36 @@ def test_the_daemon_refreshes_availability_by_automation_after_a_ga4_run(stack: 
         "SELECT days_loaded FROM ga4.availability WHERE tenant_id = 'acme' AND event_name = 'page_view'"
     )
     assert days == 1
+
+
+def test_the_daemon_sftp_sensor_requests_only_files_not_already_loaded(stack: Stack) -> None:
+    """A fresh sensor cursor meets one file the asset already loaded and one it did not: it requests only the latter.
+
+    Both files are stable from the first listing, so the second tick finds both complete; the loaded one is left out
+    because `sftp/users`' materialization recorded it with the server's size and mtime.
+    """
+    loaded_name = f"users_{SFTP_LOADED_DAY:%Y%m%d}.csv"
+    new_name = f"users_{SFTP_NEW_DAY:%Y%m%d}.csv"
+    loaded_size = (stack.sftp_folder / loaded_name).stat().st_size
+    deadline = time.monotonic() + 180  # the sensor ticks once a minute; its first tick only records the listing
+    requesting = None
+    while requesting is None and time.monotonic() < deadline:
+        for tick in stack.sensor_ticks("sftp_users_files"):
+            assert tick["error"] is None, tick["error"]
+            state = json.loads(tick["cursor"] or "{}").get("acme", {})
+            if state.get(loaded_name, [None, None, False])[2]:
+                requesting = tick
+        if requesting is None:
+            time.sleep(2)
+    assert requesting is not None, f"no tick found both files complete\n{stack.log.read_text()[-5000:]}"
+    state = json.loads(requesting["cursor"])["acme"]
+    assert state[loaded_name] == [loaded_size, SFTP_MTIME, True]  # listed, complete, and deliberately not requested
+    assert state[new_name][2] is True
+    assert len(requesting["runIds"]) == 1
+    with dg.DagsterInstance.from_config(str(stack.home)) as instance:
+        requested = instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": "sftp_users_files"}))
+        assert [run.tags["sftp/file"] for run in requested] == [new_name]
+    assert stack.wait_for_run(requesting["runIds"][0]) == dg.DagsterRunStatus.SUCCESS, stack.log.read_text()[-5000:]
+    warehouse = WarehouseResource(url=stack.warehouse_url)
+    files = warehouse.query("SELECT DISTINCT source_file FROM crm.users WHERE tenant_id = 'acme' ORDER BY 1")
+    assert files["source_file"].tolist() == sorted([loaded_name, new_name])

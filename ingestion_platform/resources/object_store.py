@@ -283,6 +283,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         if info.type != pafs.FileType.File:
             raise ObjectNotFoundError(f"no object {self.uri(key)}")
         loc = self.location
+        content_type: str | None
         if loc.scheme == "file":
             content_type = self._read_local_content_type(self.path(key))
         elif loc.scheme == "s3":

@@ -25,6 +25,7 @@ import dagster as dg
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import Field
 
 from ingestion_platform.retry import is_transient, retry_transient
@@ -80,7 +81,8 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class DownloadResult:
-    bytes: int
+    bytes: int  # the server's st_size of the version downloaded, equal to the bytes received
+    mtime: int  # the server's st_mtime of that version, as `list_files` reports it: together they identify it
     seconds: float
     attempts: int  # more than 1 when a dropped connection was resumed
 
@@ -152,6 +154,7 @@ def load_private_key(text: str) -> paramiko.PKey:
     if "\n" not in text.strip() and "\\n" in text:
         text = text.replace("\\n", "\n")  # CI secret stores and .env files often hold the key on one line
     data = text.encode()
+    loaded: PrivateKeyTypes
     try:
         try:
             loaded = serialization.load_ssh_private_key(data, password=None)
@@ -283,7 +286,7 @@ class SFTPSession:
         attempts = 0
         identity: tuple[int | None, int | None] | None = None
 
-        def transfer(sftp: paramiko.SFTPClient) -> int:
+        def transfer(sftp: paramiko.SFTPClient) -> tuple[int, int]:
             nonlocal attempts, identity
             attempts += 1
             try:
@@ -300,16 +303,16 @@ class SFTPSession:
                 self._log.info(f"{self.where}: resuming {path} at byte {offset} of {size}")
             with sftp.open(path, "rb") as remote, part.open("ab") as out:
                 self._stream(remote, out, offset, size)
-            return size
+            return size, int(attrs.st_mtime or 0)
 
-        size = self._call(transfer, timeout=None)
+        size, mtime = self._call(transfer, timeout=None)
         received = part.stat().st_size
         if received != size:
             raise IncompleteDownloadError(
                 f"{self.where}: {path} has {size} bytes on the server but {received} arrived; did it change meanwhile?"
             )
         part.replace(target)
-        return DownloadResult(bytes=size, seconds=time.monotonic() - started, attempts=attempts)
+        return DownloadResult(bytes=size, mtime=mtime, seconds=time.monotonic() - started, attempts=attempts)
 
     def _stream(self, remote: paramiko.SFTPFile, out: BinaryIO, offset: int, size: int) -> None:
         """Copy [offset, size) in segments of pipelined reads: fast like prefetch, bounded in memory and requests.

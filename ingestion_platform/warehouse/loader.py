@@ -64,7 +64,7 @@ from psycopg.types.json import Jsonb
 
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table, pending_spec
 
-Batch = pa.RecordBatch | pa.Table | pd.DataFrame
+type Batch = pa.RecordBatch | pa.Table | pd.DataFrame
 Mode = Literal["merge", "replace"]
 
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed", batch_size=8192)
@@ -982,7 +982,7 @@ def _merge_statements(stage: _Stage, *, with_merge: bool) -> list[sql.Composed]:
     )
     if not with_merge:
         return [on_conflict]
-    when_matched = sql.SQL("")
+    when_matched: sql.Composable = sql.SQL("")
     if non_key:
         sets, changed = update("s")
         when_matched = sql.SQL("WHEN MATCHED AND {} THEN UPDATE SET {} ").format(changed, sets)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
-from psycopg import Connection, sql
+from psycopg import Connection, Cursor, sql
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _NUMERIC = re.compile(r"^numeric\((\d{1,4}),(\d{1,4})\)$")
@@ -192,7 +192,7 @@ class TableSpec:
                 return col
         raise KeyError(f"{self.qualified_name} has no column {name!r}")
 
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
     @property
@@ -408,6 +408,14 @@ def _apply(cur: Any, spec: TableSpec) -> list[str]:
     return todo
 
 
+def _scalar(cur: Cursor) -> Any:
+    """The single value of a query that returns exactly one row (an aggregate, a cast)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("expected one row from the catalog query, got none")
+    return row[0]
+
+
 def _schema_exists(cur: Any, schema: str) -> bool:
     cur.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,))
     return bool(cur.fetchone()[0])
@@ -442,7 +450,7 @@ def ensure_table(conn: Connection, spec: TableSpec) -> list[str]:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table.qualified_name,))
             for fk in table.foreign_keys:
                 cur.execute("SELECT to_regclass(%s)", (f'"{fk.parent[0]}"."{fk.parent[1]}"',))
-                if cur.fetchone()[0] is None:
+                if _scalar(cur) is None:
                     missing_parents.append(fk.references)
             if missing_parents:
                 break

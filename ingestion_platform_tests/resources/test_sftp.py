@@ -118,11 +118,16 @@ def test_download_streams_a_multi_megabyte_file(server: Server, tmp_path: Path) 
     (server.tenant_dir / "big.bin").write_bytes(payload)
     target = tmp_path / "out" / "big.bin"
 
+    os.utime(server.tenant_dir / "big.bin", (1_700_000_123, 1_700_000_123))
+
     with SFTP.session(_settings(server), TENANT) as session:
         result = session.download(session.remote_path("big.bin"), target)
+        listed = next(f for f in session.list_files() if f.name == "big.bin")
 
     assert target.read_bytes() == payload
     assert (result.bytes, result.attempts) == (len(payload), 1)
+    # The version downloaded is identified as the listing identifies it (what the SFTP sensors compare).
+    assert (result.bytes, result.mtime) == (listed.size, listed.mtime) == (len(payload), 1_700_000_123)
     assert result.seconds > 0
     assert not target.with_name("big.bin.part").exists()
 

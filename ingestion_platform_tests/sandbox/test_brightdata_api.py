@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tracemalloc
 from collections.abc import Iterator
+from typing import TypedDict
 
 import httpx
 import pytest
@@ -20,7 +21,15 @@ from ingestion_platform.tenants import BRIGHTDATA_FACEBOOK_POSTS_DATASET as DATA
 
 PAGE = "https://www.facebook.com/GrowPLUScuaNutiFood/"
 OTHER_PAGE = "https://www.facebook.com/DielacAlpha/"
-FAST = {"ready_after_polls": 0, "building_responses": 0}
+
+
+class Fast(TypedDict):
+    ready_after_polls: int
+    building_responses: int
+
+
+# A snapshot ready at once and served at the first download: the tests about polling set these themselves.
+FAST: Fast = {"ready_after_polls": 0, "building_responses": 0}
 
 
 def client(sandbox: BrightDataSandbox, key: str | None = None) -> httpx.Client:

@@ -330,6 +330,7 @@ def test_staging_holds_no_transaction_while_the_source_is_read(warehouse: Wareho
     thread.start()
     try:
         assert reading.wait(30)
+        assert warehouse.url is not None
         url = sa.make_url(warehouse.url).set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=True) as other:
             states = other.execute(
@@ -416,10 +417,10 @@ def test_ddl_runs_only_for_differences_and_a_least_privilege_role_can_load(
 def test_ensure_table_issues_no_ddl_when_the_catalog_matches(warehouse: WarehouseResource) -> None:
     with warehouse.raw_connection() as conn:
         assert ensure_table(conn, ITEMS) == []
-        before = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()[0]
+        before = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()
         assert ensure_table(conn, ITEMS) == []
-        after = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()[0]
-        assert after == before  # no lock left over, no transaction left open
+        after = conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()
+        assert before is not None and after == before  # no lock left over, no transaction left open
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import msgspec
 import pyarrow as pa
@@ -156,6 +156,12 @@ class _RejectedRecord(ValueError):
         self.error_code = error_code
 
 
+class Readable(Protocol):
+    """What the snapshot parsers read from: a binary stream (a file, an object store stream, a wrapper of one)."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 class _CountingReader:
     """Counts the bytes handed to the parser, for metadata, without buffering anything itself."""
 
@@ -170,7 +176,7 @@ class _CountingReader:
 
 
 def iter_json_array(
-    stream: IO[bytes], *, chunk_size: int = 1 << 20, max_record_chars: int = 64 << 20
+    stream: Readable, *, chunk_size: int = 1 << 20, max_record_chars: int = 64 << 20
 ) -> Iterator[tuple[int, Any]]:
     """Yield (ordinal, value) for each element of the top-level JSON array in a binary stream, in one pass.
 
@@ -259,7 +265,7 @@ def iter_json_array(
 class _Prefixed:
     """A stream with bytes already read put back in front, for handing a stream over to the other reader."""
 
-    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+    def __init__(self, head: bytes, stream: Readable) -> None:
         self._head = head
         self._stream = stream
 
@@ -290,7 +296,7 @@ def _cut(buf: bytes) -> tuple[int, list[msgspec.Raw]] | None:
     return None
 
 
-def _elements(stream: IO[bytes], chunk_size: int) -> Iterator[tuple[int, msgspec.Raw | None, Any]]:
+def _elements(stream: Readable, chunk_size: int) -> Iterator[tuple[int, msgspec.Raw | None, Any]]:
     """(ordinal, raw element, None) for a snapshot's array elements, or (ordinal, None, value) from the fallback.
 
     The fast path cuts windows of whole elements with msgspec and hands out each element's raw bytes. Anything it

@@ -121,7 +121,7 @@ def parse_manifest(data: bytes) -> Manifest:
             raise ManifestError(f"{MANIFEST_NAME}: files[{i}] must be an object")
         name, size, sha = entry.get("name"), entry.get("size"), entry.get("sha256")
         entity = file_entity(name) if isinstance(name, str) else None
-        if entity is None:
+        if not isinstance(name, str) or entity is None:
             raise ManifestError(f"{MANIFEST_NAME}: files[{i}] name {name!r} is not <table>_*.ndjson[.gz]")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{MANIFEST_NAME}: files[{i}] ({name}) size must be a non-negative integer")

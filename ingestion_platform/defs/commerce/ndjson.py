@@ -11,11 +11,12 @@ lines are skipped. Semantic checks (UUIDs, ranges, currencies, ...) are `validat
 """
 
 import gzip
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 
 import numpy as np
 import orjson
@@ -173,11 +174,17 @@ class ParsedChunk:
     used_fallback: bool
 
 
-def open_maybe_gzip(stream: IO[bytes]) -> IO[bytes]:
+class ByteReader(Protocol):
+    """What the parser reads from: a plain or gzip stream, never seeked."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def open_maybe_gzip(stream: IO[bytes]) -> ByteReader:
     """Recognise gzip by its magic bytes, not the file name, so a mislabelled file still reads."""
     head = stream.read(2)
     rest = _Prepend(head, stream)
-    return gzip.GzipFile(fileobj=rest, mode="rb") if head == GZIP_MAGIC else rest  # type: ignore[return-value]
+    return gzip.GzipFile(fileobj=rest, mode="rb") if head == GZIP_MAGIC else rest
 
 
 class _Prepend:
@@ -186,6 +193,10 @@ class _Prepend:
     def __init__(self, head: bytes, stream: IO[bytes]) -> None:
         self._head = head
         self._stream = stream
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Named by GzipFile's file protocol, but only seeking the GzipFile would call it; the parser never does."""
+        raise io.UnsupportedOperation("a sniffed stream cannot seek")
 
     def read(self, size: int = -1) -> bytes:
         if not self._head:
@@ -252,7 +263,7 @@ def parse_ndjson(
             return
 
 
-def _read_block(reader: IO[bytes], size: int) -> tuple[bytes, str | None]:
+def _read_block(reader: ByteReader, size: int) -> tuple[bytes, str | None]:
     """Up to `size` bytes, and why the stream broke if it did.
 
     `read1` returns each decompressed piece as it comes, so a gzip stream cut short still yields everything before

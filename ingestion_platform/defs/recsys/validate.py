@@ -37,6 +37,8 @@ from ingestion_platform.defs.recsys.parse import (
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 INTERACTION_TYPES = ("view", "click", "purchase", "like", "add_to_cart")
 DEDUP_KEY = ("user_id", "item_id", "interaction_type", "timestamp")
@@ -270,6 +272,13 @@ def _frame(typed: pa.Table, helpers: pa.Table) -> pd.DataFrame:
     return pa.table(columns).to_pandas()
 
 
+def _config(result: "ExpectationValidationResult") -> "ExpectationConfiguration":
+    """The expectation a result belongs to; GX leaves it unset only on results it did not get from a suite."""
+    if result.expectation_config is None:
+        raise RuntimeError(f"GX returned a result without its expectation: {result}")
+    return result.expectation_config
+
+
 def validate_upload(parsed: ParsedUpload) -> ValidationResult:
     """Run the data type's suite once over the whole upload; rows failing any expectation are rejected with all
     the reasons they failed, the rest are typed and (for interactions) deduplicated."""
@@ -291,7 +300,7 @@ def validate_upload(parsed: ParsedUpload) -> ValidationResult:
     n = len(frame)
     failed_bits = np.zeros(n, dtype=np.int64)
     outcomes: list[ExpectationOutcome] = []
-    by_name = {r.expectation_config.meta["name"]: r for r in gx_result.results}
+    by_name = {_config(r).meta["name"]: r for r in gx_result.results}
     for bit, (name, spec) in enumerate(specs.items()):
         result = by_name[name]
         if result.exception_info.get("raised_exception"):
@@ -304,7 +313,7 @@ def validate_upload(parsed: ParsedUpload) -> ValidationResult:
         outcomes.append(
             ExpectationOutcome(
                 name=name,
-                expectation=result.expectation_config.type,
+                expectation=_config(result).type,
                 column=spec.column,
                 description=spec.description,
                 success=bool(result.success),

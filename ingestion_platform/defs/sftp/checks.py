@@ -1,18 +1,34 @@
-"""Quality of what the reports left in `crm.*` for the tenant of the partition just loaded."""
+"""Quality of what the reports left in `crm.*` for a tenant, evaluated in the asset's own step right after its
+load (`sftp/assets.py`): a separate check step would cost a process and a definitions load each, for a query on
+the rows the step just wrote."""
 
 import dagster as dg
 
-from ingestion_platform.defs.sftp.partitions import SFTP_PARTITIONS
-from ingestion_platform.defs.sftp.reports import LOCATIONS, REPORT_KINDS, USERS, ReportKind
+from ingestion_platform.assets import Check
+from ingestion_platform.defs.sftp.reports import ReportKind
 from ingestion_platform.resources.warehouse import WarehouseResource
-from ingestion_platform.tenants import tenant_days
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 MIN_VALID_EMAIL_SHARE = 0.95
 
 
-def _tenants(context: dg.AssetCheckExecutionContext) -> list[str]:
-    return list(tenant_days(context.partition_keys))
+def no_duplicate_keys(kind: ReportKind) -> Check:
+    return Check(
+        "no_duplicate_keys",
+        f"No two {kind.name} of a tenant share a {kind.key} up to case and surrounding spaces.",
+        blocking=True,
+    )
+
+
+EMAIL_FORMAT_SHARE = Check(
+    "email_format_share",
+    f"At least {MIN_VALID_EMAIL_SHARE:.0%} of the tenant's users' emails look like emails.",
+    severity=dg.AssetCheckSeverity.WARN,
+)
+COORDINATES_IN_RANGE = Check(
+    "coordinates_in_range",
+    "Latitudes lie in [-90, 90] and longitudes in [-180, 180].",
+)
 
 
 def near_duplicate_keys(warehouse: WarehouseResource, kind: ReportKind, tenant_id: str) -> int:
@@ -44,50 +60,3 @@ def coordinates_out_of_range(warehouse: WarehouseResource, tenant_id: str) -> in
             {"tenant_id": tenant_id},
         )
     )
-
-
-def build_key_check(kind: ReportKind) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(["sftp", kind.name]),
-        name="no_duplicate_keys",
-        blocking=True,
-        partitions_def=SFTP_PARTITIONS,
-        description=f"No two {kind.name} of a tenant share a {kind.key} up to case and surrounding spaces.",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        found = {t: near_duplicate_keys(warehouse, kind, t) for t in _tenants(context)}
-        return dg.AssetCheckResult(passed=not any(found.values()), metadata={"duplicates_by_tenant": found})
-
-    return _check
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["sftp", USERS.name]),
-    name="email_format_share",
-    partitions_def=SFTP_PARTITIONS,
-    description=f"At least {MIN_VALID_EMAIL_SHARE:.0%} of the tenant's users' emails look like emails.",
-)
-def email_format_share(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    shares = {}
-    for tenant_id in _tenants(context):
-        valid, total = email_validity(warehouse, tenant_id)
-        shares[tenant_id] = round(valid / total, 4) if total else 1.0
-    return dg.AssetCheckResult(
-        passed=all(s >= MIN_VALID_EMAIL_SHARE for s in shares.values()),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"valid_share_by_tenant": shares, "threshold": MIN_VALID_EMAIL_SHARE},
-    )
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["sftp", LOCATIONS.name]),
-    name="coordinates_in_range",
-    partitions_def=SFTP_PARTITIONS,
-    description="Latitudes lie in [-90, 90] and longitudes in [-180, 180].",
-)
-def coordinates_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    found = {t: coordinates_out_of_range(warehouse, t) for t in _tenants(context)}
-    return dg.AssetCheckResult(passed=not any(found.values()), metadata={"out_of_range_by_tenant": found})
-
-
-sftp_checks = [*(build_key_check(kind) for kind in REPORT_KINDS.values()), email_format_share, coordinates_in_range]

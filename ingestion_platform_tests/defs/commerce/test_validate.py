@@ -34,7 +34,7 @@ ID = "123e4567-e89b-42d3-a456-426614174000"
 ID2 = "AAAAAAAA-e89b-42d3-a456-426614174000"
 SOURCE = Source("acme", "b0001", "f.ndjson")
 
-GOOD = {
+GOOD: dict[str, dict[str, object]] = {
     "customers": {"customer_id": ID, "name": "Ann", "email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"},
     "products": {"product_id": ID, "sku": "S1", "name": "P", "price": "9.99", "category_id": ID, "active": True},
     "orders": {

@@ -4,6 +4,7 @@ import uuid
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -25,7 +26,7 @@ DAY1, DAY2, DAY3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
 SEED = "acme"
 
 
-def _param(event: dict, key: str) -> object:
+def _param(event: dict, key: str) -> Any:
     for p in event["event_params"]:
         if p["key"] == key:
             value = p["value"]
@@ -84,6 +85,9 @@ def ga4_env(
     }
 
     class Env:
+        def __init__(self) -> None:
+            self.dataset, self.warehouse, self.bigquery_client = dataset, warehouse, bigquery_client
+
         def seed(self, days=(), intraday=(), fresh=()) -> None:
             seed_ga4_export(
                 bigquery_client,
@@ -107,11 +111,7 @@ def ga4_env(
                 raise_on_error=False,
             )
 
-    env = Env()
-    env.dataset = dataset
-    env.warehouse = warehouse
-    env.bigquery_client = bigquery_client
-    yield env
+    yield Env()
     instance.dispose()
 
 
@@ -236,7 +236,7 @@ def test_availability_reports_first_last_day_and_gaps(ga4_env) -> None:
     counts = ga4_env.warehouse.query(
         "SELECT event_date, rows FROM ga4.daily_counts WHERE tenant_id = 'acme' AND event_name = 'page_view' ORDER BY 1"
     )
-    expected = [[DAY1, expected_counts(DAY1)["page_view"]], [DAY3, expected_counts(DAY3)["page_view"]]]
+    expected: list[list[Any]] = [[DAY1, expected_counts(DAY1)["page_view"]], [DAY3, expected_counts(DAY3)["page_view"]]]
     assert counts.values.tolist() == expected
     assert row["rows"] == sum(n for _, n in expected)
 
