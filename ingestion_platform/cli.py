@@ -3,7 +3,9 @@
 demo          start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
 dev           start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
 sandbox       start only the stand-ins and print the environment to point a Dagster process at them
-generate      seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST
+generate      ga4: seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST;
+              recsys: write sample recommender uploads (items and interactions CSV) to a folder
+validate      check a recommender upload (interactions|items FILE) as a load would, without loading it
 tenants sync  register the tenants of tenants.yaml in the Dagster instance (their partitions appear)
 migrate       create and evolve every warehouse table the code location declares (run as the tables' owner)
 stop          stop the embedded PostgreSQL that the demo, dev and local runs leave running under INGESTION_HOME
@@ -192,6 +194,8 @@ def sandbox(args: argparse.Namespace) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
+    if args.what == "recsys":
+        return generate_recsys(args)
     from ingestion_platform.sandbox.bigquery import client_for
     from ingestion_platform.sandbox.ga4_export import seed_ga4_export
 
@@ -202,12 +206,28 @@ def generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.dataset or not args.start:
+        print("generate ga4 needs --dataset and --start", file=sys.stderr)
+        return 2
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end or args.start)
     days = [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
     client = client_for(host if "://" in host else f"http://{host}", args.project)
     counts = seed_ga4_export(client, args.project, args.dataset, days, seed=args.seed, n_events=args.events)
     for table, n in counts.items():
         print(f"{args.project}.{args.dataset}.{table}: {n} rows")
+    return 0
+
+
+def generate_recsys(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.recsys_data import generate_recsys as write_recsys
+
+    if not args.out:
+        print("generate recsys needs --out DIR", file=sys.stderr)
+        return 2
+    made = write_recsys(args.users, args.items, args.interactions, args.out, seed=args.random_seed)
+    for path in (made.items_path, *made.interactions_paths):
+        print(f"{path}: {path.stat().st_size} bytes")
+    print(f"{made.users} users, {made.items} items, {made.interactions} interactions")
     return 0
 
 
@@ -285,15 +305,23 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
     sandbox_parser.add_argument("--sftp-port", type=int, default=DEV_SFTP_PORT)
     sandbox_parser.set_defaults(fn=sandbox)
-    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator")
-    gen.add_argument("ga4", choices=["ga4"])
+    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator, or write recsys sample data")
+    gen.add_argument("what", choices=["ga4", "recsys"])
     gen.add_argument("--project", default="sandbox-analytics")
-    gen.add_argument("--dataset", required=True)
-    gen.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    gen.add_argument("--dataset", help="ga4: the export dataset")
+    gen.add_argument("--start", help="ga4: first day, YYYY-MM-DD")
     gen.add_argument("--end", help="last day (default: start)")
     gen.add_argument("--events", type=int, default=600, help="events per day")
     gen.add_argument("--seed", default="generated")
+    gen.add_argument("--users", type=int, default=10_000, help="recsys: users")
+    gen.add_argument("--items", type=int, default=5_000, help="recsys: items")
+    gen.add_argument("--interactions", type=int, default=100_000, help="recsys: interactions")
+    gen.add_argument("--out", help="recsys: output folder")
+    gen.add_argument("--random-seed", type=int, default=0, help="recsys: generator seed")
     gen.set_defaults(fn=generate)
+    from ingestion_platform.defs.recsys.validate import add_validate_arguments
+
+    add_validate_arguments(commands.add_parser("validate", help="check a recommender upload without loading it"))
     commands.add_parser("migrate", help="create and evolve every declared warehouse table").set_defaults(fn=migrate)
     tenants_parser = commands.add_parser("tenants", help="the tenant registry")
     tenant_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)
