@@ -134,6 +134,18 @@ def _with_catalog(features: Path, items: Sequence[Path], out: Path) -> int:
         con.close()
 
 
+_NOTHING_YET = "tenant {tenant!r} has no accepted interaction uploads yet: nothing to compute, nothing written"
+
+
+def _nothing_yet(key: dg.AssetKey, tenant: str) -> dg.MaterializeResult:
+    """An items-only upload makes a tenant's features stale before any interactions exist: the result is empty,
+    which is not a failure to retry or alert on."""
+    return dg.MaterializeResult(
+        asset_key=key,
+        metadata={"dagster/row_count": dg.MetadataValue.int(0), "note": _NOTHING_YET.format(tenant=tenant)},
+    )
+
+
 class EngineConfig(dg.Config):
     memory_limit: str = "1GB"
 
@@ -169,7 +181,10 @@ def recsys_features(
     keys = feature_keys(tenant)
     interactions = accepted_keys(object_store, tenant, "interactions")
     if not interactions:
-        raise dg.Failure(f"tenant {tenant!r} has no accepted interaction uploads yet", allow_retries=False)
+        context.log.warning(_NOTHING_YET.format(tenant=tenant))
+        for key in (USER_FEATURES, ITEM_FEATURES):
+            yield _nothing_yet(key, tenant)
+        return
     items = accepted_keys(object_store, tenant, "items")
     with tempfile.TemporaryDirectory(prefix="recsys-features-") as tmp:
         work = Path(tmp)
@@ -240,7 +255,8 @@ def recsys_training_samples(
     keys = feature_keys(tenant)
     interactions = accepted_keys(object_store, tenant, "interactions")
     if not interactions:
-        raise dg.Failure(f"tenant {tenant!r} has no accepted interaction uploads yet", allow_retries=False)
+        context.log.warning(_NOTHING_YET.format(tenant=tenant))
+        return _nothing_yet(TRAINING_SAMPLES, tenant)
     settings = SamplingSettings(
         positive_types=tuple(config.positive_types),
         negative_ratio=config.negative_ratio,
