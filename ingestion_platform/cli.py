@@ -28,6 +28,8 @@ from ingestion_platform.paths import ingestion_home
 from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from ingestion_platform.sandbox.stack import Sandbox
 
 DEV_BIGQUERY_PORT = 9050
@@ -125,14 +127,94 @@ def demo(args: argparse.Namespace) -> int:
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
         if not result.success:
             failed.append(result.run_id)
+        failed += _demo_recsys(definitions, instance, home, list(tenants))
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print()
+        print(_recsys_summary(instance, list(tenants)))
     print()
     print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see them in the UI", file=sys.stderr)
         return 1
     return 0
+
+
+def _demo_recsys(
+    definitions: "dg.Definitions", instance: "dg.DagsterInstance", home: Path, tenants: list[str]
+) -> list[str]:
+    """Upload generated recommender data for every tenant, let the landing sensor request the uploads, run them,
+    then compute each tenant's features and samples (what the automation sensor starts under `dev`)."""
+    import dagster as dg
+
+    from ingestion_platform.resources.object_store import ObjectStoreResource
+    from ingestion_platform.resources.tenants import TenantsResource
+    from ingestion_platform.sandbox.stack import land_recsys_uploads
+
+    store = ObjectStoreResource(url=os.environ.get("OBJECT_STORE_URL"), home=str(home))
+    land_recsys_uploads(store, home / "sandbox" / "recsys")
+    sensor = definitions.resolve_sensor_def("recsys_landing")
+    # The uploads carry `.done` markers, so one tick finds them complete; the instance's runs keep it exactly-once.
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={"object_store": store, "tenants": TenantsResource(path=os.environ["INGESTION_TENANTS_FILE"])},
+    )
+    tick = sensor(context)
+    assert isinstance(tick, dg.SensorResult)
+    for request in tick.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    failed = []
+    all_assets = definitions.resolve_implicit_global_asset_job_def()
+    if not tick.run_requests:
+        print("  recsys uploads: nothing new in the landing zone (already loaded)")
+    for request in tick.run_requests or []:
+        job = all_assets.get_subset(asset_selection=set(request.asset_selection or []))
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+        print(f"  recsys upload {request.tags['recsys/landing_key']}: {'ok' if result.success else 'FAILED'}")
+        if not result.success:
+            failed.append(result.run_id)
+    derived = all_assets.get_subset(
+        asset_selection={dg.AssetKey(["recsys", n]) for n in ("user_features", "item_features", "training_samples")}
+    )
+    for tenant in tenants:
+        result = derived.execute_in_process(
+            instance=instance, partition_key=tenant, run_config=QUIET, raise_on_error=False
+        )
+        print(f"  recsys features and training samples {tenant}: {'ok' if result.success else 'FAILED'}")
+        if not result.success:
+            failed.append(result.run_id)
+    return failed
+
+
+def _recsys_summary(instance: "dg.DagsterInstance", tenants: list[str]) -> str:
+    import dagster as dg
+
+    lines = [f"{'recsys asset':<28}{'tenant':<10}{'rows':>8}  details"]
+    for name in ("user_features", "item_features", "training_samples"):
+        for tenant in tenants:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["recsys", name]), asset_partitions=[tenant]), limit=1
+            ).records
+            event = records[0].asset_materialization if records else None
+            if event is None:
+                lines.append(f"{'recsys/' + name:<28}{tenant:<10}{'-':>8}  not computed")
+                continue
+            meta = {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+            details = (
+                f"{meta.get('positives', 0)} positives, {meta.get('negatives', 0)} negatives, "
+                f"label balance {meta.get('label_balance', 0)}"
+                if name == "training_samples"
+                else f"from {meta.get('interactions', 0)} interactions in {meta.get('uploads', 0)} upload(s)"
+            )
+            lines.append(f"{'recsys/' + name:<28}{tenant:<10}{meta.get('dagster/row_count', 0):>8}  {details}")
+    return "\n".join(lines)
 
 
 def dev(args: argparse.Namespace) -> int:

@@ -11,13 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.recsys_data import generate_recsys
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
+
+if TYPE_CHECKING:
+    from ingestion_platform.resources.object_store import ObjectStoreResource
 
 SANDBOX_PROJECT = "sandbox-analytics"
 SANDBOX_TENANTS = ("acme", "globex")
@@ -26,6 +31,8 @@ EVENTS_PER_DAY = 600
 SFTP_PASSWORD_ENV = "SANDBOX_SFTP_PASSWORD"
 # A sandbox-only secret for a server bound to 127.0.0.1; production passwords come from the deployment's env.
 SFTP_PASSWORD = "sandbox"
+# Per tenant: big enough for features and samples to be worth a look, small enough to validate in seconds.
+RECSYS_DEMO_SIZES = {"users": 2_000, "items": 500, "interactions": 20_000}
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,20 @@ def run_sandbox(
         write_tenants_file(tenants_file, sftp)
         (root / "known_hosts").write_text(sftp.known_hosts_line + "\n")
         yield Sandbox(home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days)
+
+
+def land_recsys_uploads(store: "ObjectStoreResource", work: Path) -> list[str]:
+    """Each sandbox tenant's generated catalog and interactions, dropped into its landing zone with a `.done`
+    marker as an uploader would; the same day's data is byte-identical, so a second demo loads nothing twice."""
+    keys = []
+    for seed, tenant in enumerate(SANDBOX_TENANTS):
+        made = generate_recsys(out_dir=work / tenant, seed=seed, **RECSYS_DEMO_SIZES)
+        for data_type, path in (("items", made.items_path), ("interactions", made.interactions_path)):
+            key = f"landing/{tenant}/recsys/{data_type}/{path.name}"
+            store.put_file(key, path, content_type="text/csv")
+            store.put(f"{key}.done", b"")
+            keys.append(key)
+    return keys
 
 
 def apply_environment(sandbox: Sandbox) -> None:
