@@ -61,8 +61,8 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
     )
     lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last day"]
     for table in frame["t"]:
-        if table == "ga4.availability":
-            continue
+        if table == "ga4.availability" or table.endswith(("_rejects", "_rejects_legacy")):
+            continue  # quarantine tables have no report day
         day = "event_date" if table.startswith("ga4.") else "report_date"
         stats = warehouse.query(
             f"SELECT tenant_id, count(*) AS n, count(DISTINCT {day}) AS days, min({day}) AS first, "
