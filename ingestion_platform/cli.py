@@ -161,9 +161,9 @@ def _demo_recsys(
     )
     tick = sensor(context)
     assert isinstance(tick, dg.SensorResult)
-    for request in tick.dynamic_partitions_requests or []:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    for added in tick.dynamic_partitions_requests or []:
+        if isinstance(added, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))
     failed = []
     all_assets = definitions.resolve_implicit_global_asset_job_def()
     if not tick.run_requests:

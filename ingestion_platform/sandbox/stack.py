@@ -144,7 +144,13 @@ def land_recsys_uploads(store: "ObjectStoreResource", work: Path) -> list[str]:
     marker as an uploader would; the same day's data is byte-identical, so a second demo loads nothing twice."""
     keys = []
     for seed, tenant in enumerate(SANDBOX_TENANTS):
-        made = generate_recsys(out_dir=work / tenant, seed=seed, **RECSYS_DEMO_SIZES)
+        made = generate_recsys(
+            RECSYS_DEMO_SIZES["users"],
+            RECSYS_DEMO_SIZES["items"],
+            RECSYS_DEMO_SIZES["interactions"],
+            work / tenant,
+            seed=seed,
+        )
         for data_type, path in (("items", made.items_path), ("interactions", made.interactions_path)):
             key = f"landing/{tenant}/recsys/{data_type}/{path.name}"
             store.put_file(key, path, content_type="text/csv")

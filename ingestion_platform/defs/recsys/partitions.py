@@ -20,8 +20,9 @@ from ingestion_platform.tenants import TENANT_DIMENSION, TENANT_PARTITIONS
 
 DATA_TYPES: tuple[DataType, ...] = ("interactions", "items")
 UPLOAD_DIMENSION = "upload"
+UPLOAD_PARTITION_NAMES: dict[DataType, str] = {data_type: f"recsys_{data_type}_upload" for data_type in DATA_TYPES}
 UPLOADS: dict[DataType, dg.DynamicPartitionsDefinition] = {
-    data_type: dg.DynamicPartitionsDefinition(name=f"recsys_{data_type}_upload") for data_type in DATA_TYPES
+    data_type: dg.DynamicPartitionsDefinition(name=name) for data_type, name in UPLOAD_PARTITION_NAMES.items()
 }
 UPLOAD_PARTITIONS: dict[DataType, dg.MultiPartitionsDefinition] = {
     data_type: dg.MultiPartitionsDefinition({TENANT_DIMENSION: TENANT_PARTITIONS, UPLOAD_DIMENSION: uploads})

@@ -22,7 +22,7 @@ import dagster as dg
 from ingestion_platform.defs.recsys.parse import DataType
 from ingestion_platform.defs.recsys.partitions import (
     DATA_TYPES,
-    UPLOADS,
+    UPLOAD_PARTITION_NAMES,
     landing_prefix,
     open_upload,
     upload_id,
@@ -123,7 +123,7 @@ def recsys_landing_sensor(
                     )
                 )
     partition_requests = [
-        dg.AddDynamicPartitionsRequest(UPLOADS[data_type].name, sorted(uploads))
+        dg.AddDynamicPartitionsRequest(UPLOAD_PARTITION_NAMES[data_type], sorted(uploads))
         for data_type, uploads in new_uploads.items()
         if uploads
     ]
