@@ -3,9 +3,11 @@
 demo          start the stand-ins, seed the last days for two tenants, materialize every asset, print what loaded
 dev           start the stand-ins and `dagster dev` against them (the UI at http://127.0.0.1:3000)
 sandbox       start only the stand-ins and print the environment to point a Dagster process at them
-generate      seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST, or
-              write commerce NDJSON batches (`generate commerce --tenants acme --out DIR ...`)
+generate      ga4: seed a GA4 export for chosen days into the BigQuery emulator named by BIGQUERY_EMULATOR_HOST;
+              commerce: write NDJSON batches (`generate commerce --tenants acme --out DIR ...`);
+              recsys: write sample recommender uploads (items and interactions CSV) to a folder
 ingest        upload commerce batches into the landing zone (`ingest commerce DIR --tenant acme [--dry-run]`)
+validate      check a recommender upload (interactions|items FILE) as a load would, without loading it
 tenants sync  register the tenants of tenants.yaml in the Dagster instance (their partitions appear)
 migrate       create and evolve every warehouse table the code location declares (run as the tables' owner)
 stop          stop the embedded PostgreSQL that the demo, dev and local runs leave running under INGESTION_HOME
@@ -28,6 +30,8 @@ from ingestion_platform.paths import ingestion_home
 from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from ingestion_platform.resources.object_store import ObjectStoreResource
     from ingestion_platform.sandbox.stack import Sandbox
 
@@ -60,8 +64,8 @@ def _summary(warehouse_url: str | None, home: Path) -> str:
     )
     lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last day"]
     for table in frame["t"]:
-        if table == "ga4.availability":
-            continue
+        if table == "ga4.availability" or table.endswith(("_rejects", "_rejects_legacy")):
+            continue  # quarantine tables have no report day
         day = {"ga4": "event_date", "social": "posted_at::date"}.get(table.split(".")[0], "report_date")
         stats = warehouse.query(
             f"SELECT tenant_id, count(*) AS n, count(DISTINCT {day}) AS days, min({day}) AS first, "
@@ -177,15 +181,95 @@ def demo(args: argparse.Namespace) -> int:
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
         if not result.success:
             failed.append(result.run_id)
+        failed += _demo_recsys(definitions, instance, home, list(tenants))
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home))
         print(_commerce_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print()
+        print(_recsys_summary(instance, list(tenants)))
     print()
     print("See these runs in the UI: uv run --extra sandbox ingestion-platform dev  (then http://127.0.0.1:3000)")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see them in the UI", file=sys.stderr)
         return 1
     return 0
+
+
+def _demo_recsys(
+    definitions: "dg.Definitions", instance: "dg.DagsterInstance", home: Path, tenants: list[str]
+) -> list[str]:
+    """Upload generated recommender data for every tenant, let the landing sensor request the uploads, run them,
+    then compute each tenant's features and samples (what the automation sensor starts under `dev`)."""
+    import dagster as dg
+
+    from ingestion_platform.resources.object_store import ObjectStoreResource
+    from ingestion_platform.resources.tenants import TenantsResource
+    from ingestion_platform.sandbox.stack import land_recsys_uploads
+
+    store = ObjectStoreResource(url=os.environ.get("OBJECT_STORE_URL"), home=str(home))
+    land_recsys_uploads(store, home / "sandbox" / "recsys")
+    sensor = definitions.resolve_sensor_def("recsys_landing")
+    # The uploads carry `.done` markers, so one tick finds them complete; the instance's runs keep it exactly-once.
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={"object_store": store, "tenants": TenantsResource(path=os.environ["INGESTION_TENANTS_FILE"])},
+    )
+    tick = sensor(context)
+    assert isinstance(tick, dg.SensorResult)
+    for added in tick.dynamic_partitions_requests or []:
+        if isinstance(added, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))
+    failed = []
+    all_assets = definitions.resolve_implicit_global_asset_job_def()
+    if not tick.run_requests:
+        print("  recsys uploads: nothing new in the landing zone (already loaded)")
+    for request in tick.run_requests or []:
+        job = all_assets.get_subset(asset_selection=set(request.asset_selection or []))
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+        print(f"  recsys upload {request.tags['recsys/landing_key']}: {'ok' if result.success else 'FAILED'}")
+        if not result.success:
+            failed.append(result.run_id)
+    derived = all_assets.get_subset(
+        asset_selection={dg.AssetKey(["recsys", n]) for n in ("user_features", "item_features", "training_samples")}
+    )
+    for tenant in tenants:
+        result = derived.execute_in_process(
+            instance=instance, partition_key=tenant, run_config=QUIET, raise_on_error=False
+        )
+        print(f"  recsys features and training samples {tenant}: {'ok' if result.success else 'FAILED'}")
+        if not result.success:
+            failed.append(result.run_id)
+    return failed
+
+
+def _recsys_summary(instance: "dg.DagsterInstance", tenants: list[str]) -> str:
+    import dagster as dg
+
+    lines = [f"{'recsys asset':<28}{'tenant':<10}{'rows':>8}  details"]
+    for name in ("user_features", "item_features", "training_samples"):
+        for tenant in tenants:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["recsys", name]), asset_partitions=[tenant]), limit=1
+            ).records
+            event = records[0].asset_materialization if records else None
+            if event is None:
+                lines.append(f"{'recsys/' + name:<28}{tenant:<10}{'-':>8}  not computed")
+                continue
+            meta = {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+            details = (
+                f"{meta.get('positives', 0)} positives, {meta.get('negatives', 0)} negatives, "
+                f"label balance {meta.get('label_balance', 0)}"
+                if name == "training_samples"
+                else f"from {meta.get('interactions', 0)} interactions in {meta.get('uploads', 0)} upload(s)"
+            )
+            lines.append(f"{'recsys/' + name:<28}{tenant:<10}{meta.get('dagster/row_count', 0):>8}  {details}")
+    return "\n".join(lines)
 
 
 def dev(args: argparse.Namespace) -> int:
@@ -249,6 +333,8 @@ def sandbox(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     if args.source == "commerce":
         return generate_commerce(args)
+    if args.source == "recsys":
+        return generate_recsys(args)
     if not (args.dataset and args.start):
         print("generate ga4 needs --dataset and --start", file=sys.stderr)
         return 2
@@ -261,6 +347,9 @@ def generate(args: argparse.Namespace) -> int:
             "BIGQUERY_EMULATOR_HOST is not set: start `ingestion-platform sandbox` and export its variables",
             file=sys.stderr,
         )
+        return 2
+    if not args.dataset or not args.start:
+        print("generate ga4 needs --dataset and --start", file=sys.stderr)
         return 2
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end or args.start)
     days = [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
@@ -311,6 +400,19 @@ def ingest(args: argparse.Namespace) -> int:
         f"uploaded {report.uploaded} object(s), skipped {report.skipped} already landed, "
         f"{report.bytes_sent:,} bytes sent, {report.parts_resumed} part(s) resumed from an earlier attempt"
     )
+    return 0
+
+
+def generate_recsys(args: argparse.Namespace) -> int:
+    from ingestion_platform.sandbox.recsys_data import generate_recsys as write_recsys
+
+    if not args.out:
+        print("generate recsys needs --out DIR", file=sys.stderr)
+        return 2
+    made = write_recsys(args.users, args.items, args.interactions, args.out, seed=args.random_seed)
+    for path in (made.items_path, *made.interactions_paths):
+        print(f"{path}: {path.stat().st_size} bytes")
+    print(f"{made.users} users, {made.items} items, {made.interactions} interactions")
     return 0
 
 
@@ -388,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_parser.add_argument("--bigquery-port", type=int, default=DEV_BIGQUERY_PORT)
     sandbox_parser.add_argument("--sftp-port", type=int, default=DEV_SFTP_PORT)
     sandbox_parser.set_defaults(fn=sandbox)
-    gen = commands.add_parser("generate", help="seed a GA4 export into the emulator, or write commerce batches")
-    gen.add_argument("source", choices=["ga4", "commerce"])
+    gen = commands.add_parser("generate", help="seed a GA4 export, or write commerce batches or recsys uploads")
+    gen.add_argument("source", choices=["ga4", "commerce", "recsys"])
     gen.add_argument("--project", default="sandbox-analytics")
     gen.add_argument("--dataset", help="ga4: the export dataset (required)")
     gen.add_argument("--start", help="ga4: first day, YYYY-MM-DD (required)")
@@ -400,10 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--customers", type=int, default=1000, help="commerce: customers per tenant")
     gen.add_argument("--products", type=int, default=200, help="commerce: products per tenant")
     gen.add_argument("--orders", type=int, default=2000, help="commerce: orders per tenant (about 4 items each)")
-    gen.add_argument("--out", default="generated_data", help="commerce: output folder ({tenant}/{batch_id}/)")
+    gen.add_argument("--out", default="generated_data", help="commerce, recsys: output folder")
     gen.add_argument("--orphans", action="store_true", help="commerce: hold some parents back to a second batch")
     gen.add_argument("--bad-rows", action="store_true", help="commerce: add one bad line per rejection reason")
     gen.add_argument("--gzip", action="store_true", help="commerce: write .ndjson.gz files")
+    gen.add_argument("--users", type=int, default=10_000, help="recsys: users")
+    gen.add_argument("--items", type=int, default=5_000, help="recsys: items")
+    gen.add_argument("--interactions", type=int, default=100_000, help="recsys: interactions")
+    gen.add_argument("--random-seed", type=int, default=0, help="recsys: generator seed")
     gen.set_defaults(fn=generate)
     ingest_parser = commands.add_parser("ingest", help="upload commerce batches into the landing zone")
     ingest_parser.add_argument("source", choices=["commerce"])
@@ -412,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest_parser.add_argument("--dry-run", action="store_true", help="print the plan and upload nothing")
     ingest_parser.add_argument("--part-mb", type=int, default=64, help="upload part size (resume granularity)")
     ingest_parser.set_defaults(fn=ingest)
+    from ingestion_platform.defs.recsys.validate import add_validate_arguments
+
+    add_validate_arguments(commands.add_parser("validate", help="check a recommender upload without loading it"))
     commands.add_parser("migrate", help="create and evolve every declared warehouse table").set_defaults(fn=migrate)
     tenants_parser = commands.add_parser("tenants", help="the tenant registry")
     tenant_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)

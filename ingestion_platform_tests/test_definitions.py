@@ -22,6 +22,11 @@ CONTRACT_KEYS = {
     "commerce/products",
     "commerce/orders",
     "commerce/order_items",
+    "recsys/interactions",
+    "recsys/items",
+    "recsys/user_features",
+    "recsys/item_features",
+    "recsys/training_samples",
 }
 
 
@@ -59,7 +64,9 @@ def test_every_asset_spec_is_complete(definitions: dg.Definitions) -> None:
         assert spec.kinds, f"{name} has no kinds"
         assert spec.description, f"{name} has no description"
         if spec.partitions_def is not None and isinstance(spec.partitions_def, dg.MultiPartitionsDefinition):
-            assert {d.name for d in spec.partitions_def.partitions_defs} == {"date", "tenant"}, name
+            dimensions = {d.name for d in spec.partitions_def.partitions_defs}
+            # Uploads are discovered, not dated: recsys keys them by tenant and content hash.
+            assert dimensions == ({"tenant", "upload"} if name.startswith("recsys/") else {"date", "tenant"}), name
 
 
 def test_ga4_assets_are_parallel_pooled_and_backfill_in_single_runs(definitions: dg.Definitions) -> None:
@@ -173,3 +180,23 @@ def test_commerce_assets_follow_the_foreign_keys_and_the_sensor_requests_all_fou
     sensor = definitions.resolve_sensor_def("commerce_batches")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.asset_selection is not None
+
+
+def test_recsys_uploads_are_sensor_driven_and_features_follow_per_tenant(definitions: dg.Definitions) -> None:
+    sensor = definitions.resolve_sensor_def("recsys_landing")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    specs = {s.key.to_user_string(): s for s in definitions.resolve_all_asset_specs()}
+    for data_type in ("interactions", "items"):
+        key = dg.AssetKey(["recsys", data_type])
+        checks = {c.name: c for c in definitions.resolve_assets_def(key).check_specs}
+        assert checks["file_usable"].blocking  # an unusable file stops what depends on it
+        assert "item_id_not_null" in checks and not checks["item_id_not_null"].blocking
+        assert specs[f"recsys/{data_type}"].automation_condition is None  # only the landing sensor starts uploads
+    for name in ("user_features", "item_features", "training_samples"):
+        spec = specs[f"recsys/{name}"]
+        assert spec.partitions_def is not None and spec.partitions_def.name == "tenant"  # type: ignore[attr-defined]
+        assert spec.automation_condition is not None
+        for dep in spec.deps:
+            if dep.asset_key.path[-1] in ("interactions", "items"):
+                assert isinstance(dep.partition_mapping, dg.MultiToSingleDimensionPartitionMapping)
+    assert definitions.resolve_sensor_def("automation").default_status == dg.DefaultSensorStatus.RUNNING

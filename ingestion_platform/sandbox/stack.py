@@ -22,6 +22,7 @@ from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, r
 from ingestion_platform.sandbox.commerce_data import GeneratedBatch, generate_commerce
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.recsys_data import generate_recsys
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
 
 SANDBOX_PROJECT = "sandbox-analytics"
@@ -38,6 +39,8 @@ BRIGHTDATA_TARGETS = {
     "acme": ("nutifood", "growplus-nutifood", "sua-bot-tre-em", "https://www.facebook.com/GrowPLUScuaNutiFood/"),
     "globex": ("vinamilk", "optimum-gold", "sua-bot-tre-em", "https://www.facebook.com/VinamilkOptimumGold/"),
 }
+# Per tenant: big enough for features and samples to be worth a look, small enough to validate in seconds.
+RECSYS_DEMO_SIZES = {"users": 2_000, "items": 500, "interactions": 20_000}
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,26 @@ def run_sandbox(
         yield Sandbox(
             home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days, brightdata_url=bd.url
         )
+
+
+def land_recsys_uploads(store: ObjectStoreResource, work: Path) -> list[str]:
+    """Each sandbox tenant's generated catalog and interactions, dropped into its landing zone with a `.done`
+    marker as an uploader would; the same day's data is byte-identical, so a second demo loads nothing twice."""
+    keys = []
+    for seed, tenant in enumerate(SANDBOX_TENANTS):
+        made = generate_recsys(
+            RECSYS_DEMO_SIZES["users"],
+            RECSYS_DEMO_SIZES["items"],
+            RECSYS_DEMO_SIZES["interactions"],
+            work / tenant,
+            seed=seed,
+        )
+        for data_type, path in (("items", made.items_path), ("interactions", made.interactions_path)):
+            key = f"landing/{tenant}/recsys/{data_type}/{path.name}"
+            store.put_file(key, path, content_type="text/csv")
+            store.put(f"{key}.done", b"")
+            keys.append(key)
+    return keys
 
 
 def apply_environment(sandbox: Sandbox) -> None:

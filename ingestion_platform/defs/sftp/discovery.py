@@ -1,8 +1,7 @@
 """Deciding, from two listings of a tenant's folder, which report files are complete and not yet requested.
 
-A file still being uploaded looks like any other file in a listing, so the default rule is that its size and
-mtime must be unchanged since the previous sensor tick; tenants whose uploader writes a marker file
-(`users_20240301.csv.done`) can use that instead. Temporary upload names are never picked up.
+Completeness follows the platform's landing rules (`ingestion_platform.landing`): size and mtime unchanged since
+the previous sensor tick, or a marker file for tenants whose uploader writes one; temporary names never count.
 
 The state kept between ticks (the sensor cursor) holds only files dated within the lookback window, so it stays
 small however many files accumulate on the server; older days are loaded by backfilling their partitions.
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from ingestion_platform.defs.sftp.reports import TEMPORARY_NAME
+from ingestion_platform.landing import Listed, is_complete, is_temporary, unchanged
 
 # name -> [size, mtime, requested]
 FolderState = dict[str, list[int | bool]]
@@ -23,13 +22,6 @@ FolderState = dict[str, list[int | bool]]
 # {"name": str, "size": int, "mtime": int}, size and mtime as the SFTP server listed them (st_size, st_mtime).
 # The sensors read it so that a file already loaded, unchanged, is never requested again, whatever the cursor.
 LOADED_FILES_METADATA_KEY = "loaded_files"
-
-
-@dataclass(frozen=True)
-class Listed:
-    name: str
-    size: int
-    mtime: int
 
 
 @dataclass(frozen=True)
@@ -101,15 +93,14 @@ def evaluate_folder(
     ready: list[Ready] = []
     state: FolderState = {}
     for f in sorted(listing, key=lambda f: f.name):
-        if TEMPORARY_NAME.search(f.name):
+        if is_temporary(f.name):
             continue
         day = report_day(regex, f.name)
         if day is None or not oldest <= day <= today:
             continue
         seen = previous.get(f.name)
-        unchanged = seen is not None and seen[0] == f.size and seen[1] == f.mtime
-        already_requested = unchanged and bool(seen[2]) if seen else False
-        complete = f"{f.name}{marker_suffix}" in names if completion == "marker" else unchanged
+        already_requested = unchanged(f, seen) and bool(seen[2]) if seen else False
+        complete = is_complete(f, seen, names, completion=completion, marker_suffix=marker_suffix)
         requested = already_requested
         if complete and not already_requested:
             ready.append(Ready(f.name, f.size, f.mtime, day))
