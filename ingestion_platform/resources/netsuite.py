@@ -21,7 +21,7 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from ingestion_platform.redaction import redact
+from ingestion_platform.redaction import install_log_redaction, redact
 from ingestion_platform.resources.http_api import ApiClient, ApiError
 from ingestion_platform.resources.netsuite_auth import NetSuiteM2M, NetSuiteTBA
 from ingestion_platform.retry import TransientError, is_transient, retry_transient
@@ -34,6 +34,8 @@ MAX_PAGE_SIZE = 1000
 REQUEST_TIMEOUT_S = 900.0
 # REST answers the account's concurrency limit with 429 CONCURRENCY_LIMIT_EXCEEDED; RESTlets and SOAP (which share
 # the limit) and some proxies report it by these codes on other statuses.
+# oauthlib logs the normalized OAuth parameters (consumer key, token id) and the signature base string at DEBUG.
+OAUTH_LOGGERS = ("oauthlib.oauth1.rfc5849", "oauthlib.oauth1.rfc5849.signature")
 CONCURRENCY_CODES = frozenset(
     {"CONCURRENCY_LIMIT_EXCEEDED", "SSS_REQUEST_LIMIT_EXCEEDED", "WS_REQUEST_BLOCKED", "WS_CONCUR_SESSION_DISALLWD"}
 )
@@ -142,6 +144,7 @@ class NetSuiteResource(dg.ConfigurableResource):
     @contextmanager
     def client(self, settings: NetSuiteSettings) -> Iterator[NetSuiteClient]:
         auth, secrets = self._auth(settings)
+        install_log_redaction(OAUTH_LOGGERS)
         timeout = httpx.Timeout(self.timeout_s, connect=30.0)
         # The shared client makes one attempt: retries are ours, so the concurrency codes NetSuite sends on
         # statuses other than 429 get the same backoff as a 429.
