@@ -7,8 +7,8 @@ The platform learns about the stand-ins the way it learns about production: thro
 
 import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +17,12 @@ import yaml
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.netsuite_api import (
+    SANDBOX_TBA_KEYS,
+    NetSuiteSandbox,
+    NetSuiteSandboxConfig,
+    run_netsuite_api,
+)
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
 
 SANDBOX_PROJECT = "sandbox-analytics"
@@ -26,6 +32,8 @@ EVENTS_PER_DAY = 600
 SFTP_PASSWORD_ENV = "SANDBOX_SFTP_PASSWORD"
 # A sandbox-only secret for a server bound to 127.0.0.1; production passwords come from the deployment's env.
 SFTP_PASSWORD = "sandbox"
+# The sandbox NetSuite accounts' TBA credentials, by the env vars the tenants file names (sandbox-only values).
+NETSUITE_ENV = {name: f"SANDBOX_NETSUITE_{name.upper()}" for name in SANDBOX_TBA_KEYS}
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Sandbox:
     sftp: SFTPServerInfo
     tenants_file: Path
     days: tuple[date, ...]
+    netsuite: Mapping[str, NetSuiteSandbox] = field(default_factory=dict)  # tenant -> its sandbox account
 
     def environment(self) -> dict[str, str]:
         """What a Dagster process needs in its environment to use these stand-ins."""
@@ -43,6 +52,7 @@ class Sandbox:
             "INGESTION_TENANTS_FILE": str(self.tenants_file),
             "INGESTION_HOME": str(self.home),
             SFTP_PASSWORD_ENV: SFTP_PASSWORD,
+            **({env: SANDBOX_TBA_KEYS[name] for name, env in NETSUITE_ENV.items()} if self.netsuite else {}),
         }
 
 
@@ -56,11 +66,25 @@ def ga4_dataset(tenant: str) -> str:
     return f"analytics_{tenant}"
 
 
-def write_tenants_file(path: Path, sftp: SFTPServerInfo) -> None:
+def netsuite_settings(sandbox: NetSuiteSandbox, start: date) -> dict[str, object]:
+    """A tenant's `netsuite:` block for a sandbox account: TBA, secrets by env var name, the sandbox's URL."""
+    return {
+        "account_id": sandbox.account_id,
+        "auth": "tba",
+        "start_date": start.isoformat(),
+        "base_url": sandbox.base_url,
+        **{f"{name}_env": env for name, env in NETSUITE_ENV.items()},
+    }
+
+
+def write_tenants_file(
+    path: Path, sftp: SFTPServerInfo, netsuite: Mapping[str, dict[str, object]] | None = None
+) -> None:
     registry = {
         "tenants": {
             tenant: {
                 "name": tenant.title(),
+                **({"netsuite": netsuite[tenant]} if netsuite and tenant in netsuite else {}),
                 "ga4": {"project": SANDBOX_PROJECT, "dataset": ga4_dataset(tenant)},
                 "sftp": {
                     "host": sftp.host,
@@ -123,13 +147,23 @@ def run_sandbox(
     with (
         run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator,
         run_sftp_server(root / "sftp", users, root / "sftp_host_key", port=sftp_port) as sftp,
+        contextlib.ExitStack() as stack,
     ):
+        # One NetSuite account per tenant, its records modified over the demo days (seeded by tenant).
+        netsuite = {
+            tenant: stack.enter_context(
+                run_netsuite_api(NetSuiteSandboxConfig(seed=tenant, start=days[0], days=len(days)))
+            )
+            for tenant in SANDBOX_TENANTS
+        }
         seed(emulator, days)
         write_reports(root / "sftp", days)
         tenants_file = root / "tenants.yaml"
-        write_tenants_file(tenants_file, sftp)
+        write_tenants_file(
+            tenants_file, sftp, {tenant: netsuite_settings(ns, days[0]) for tenant, ns in netsuite.items()}
+        )
         (root / "known_hosts").write_text(sftp.known_hosts_line + "\n")
-        yield Sandbox(home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days)
+        yield Sandbox(home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days, netsuite=netsuite)
 
 
 def apply_environment(sandbox: Sandbox) -> None:
