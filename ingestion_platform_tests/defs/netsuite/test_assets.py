@@ -28,8 +28,10 @@ from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.sandbox.netsuite_api import (
     SANDBOX_TBA_KEYS,
     SUITEQL_PATH,
+    M2MClient,
     NetSuiteSandbox,
     NetSuiteSandboxConfig,
+    generate_m2m_key,
     run_netsuite_api,
 )
 
@@ -89,22 +91,35 @@ def _window(first: date, last: date) -> tuple[datetime, datetime]:
 def make_env(tmp_path: Path, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     stack: list[Any] = []
 
-    def make(token_secret: str | None = None, page_size: int = 1000, **config: Any) -> Env:
+    def make(token_secret: str | None = None, page_size: int = 1000, m2m: bool = False, **config: Any) -> Env:
         for name, env in ENV_NAMES.items():
             monkeypatch.setenv(env, SANDBOX_TBA_KEYS[name])
         if token_secret is not None:
             monkeypatch.setenv(ENV_NAMES["token_secret"], token_secret)
         settings = {"start": START, "days": DAYS, "rows": ROWS, "new_column_from_day": 2, **config}
+        auth: dict[str, Any] = {"auth": "tba", **{f"{name}_env": env for name, env in ENV_NAMES.items()}}
+        if m2m:
+            private_pem, public_pem = generate_m2m_key("ES256")
+            settings |= {"tba": None, "m2m": M2MClient("client-id-m2m", "cert-id-m2m", public_pem)}
+            for env, value in (("NS_TEST_CLIENT_ID", "client-id-m2m"), ("NS_TEST_CERT_ID", "cert-id-m2m")):
+                monkeypatch.setenv(env, value)
+            monkeypatch.setenv("NS_TEST_PRIVATE_KEY", private_pem)
+            auth = {
+                "auth": "oauth2",
+                "client_id_env": "NS_TEST_CLIENT_ID",
+                "certificate_id_env": "NS_TEST_CERT_ID",
+                "private_key_env": "NS_TEST_PRIVATE_KEY",
+                "jwt_algorithm": "ES256",
+            }
         context = run_netsuite_api(NetSuiteSandboxConfig(**settings))
         sandbox = context.__enter__()
         stack.append(context)
         tenants_file = tmp_path / "tenants.yaml"
         netsuite = {
             "account_id": sandbox.account_id,
-            "auth": "tba",
             "start_date": START.isoformat(),
             "base_url": sandbox.base_url,
-            **{f"{name}_env": env for name, env in ENV_NAMES.items()},
+            **auth,
         }
         tenants_file.write_text(yaml.safe_dump({"tenants": {"acme": {"netsuite": netsuite}}}))
         instance = dg.DagsterInstance.ephemeral()
@@ -325,6 +340,15 @@ def test_secrets_never_reach_logs_or_events(make_env: Any, caplog: pytest.LogCap
     ]:
         assert secret not in text
     assert "INVALID_LOGIN" in events
+
+
+def test_oauth2_tenant_extracts_with_one_cached_token(make_env: Any) -> None:
+    env = make_env(m2m=True, page_size=100)
+    result = env.run_range([customer], START, START + timedelta(days=DAYS - 1))
+    assert result.success
+    assert loaded_ids(env) == {r[0] for r in env.truth("SELECT id FROM customer")}
+    requests = result.asset_materializations_for_node("netsuite__customer")[0].metadata["suiteql_requests"].value
+    assert requests > 5 and env.sandbox.stats.tokens_issued == 1
 
 
 def test_schedule_loads_yesterday_and_rechecks_the_day_before() -> None:
