@@ -108,7 +108,10 @@ def ours(base_url: str, url: str) -> dict[str, float]:
         auth="tba",
         start_date=START.isoformat(),
         base_url=base_url,
-        **{f"{name}_env": env for name, env in ENV.items()},
+        consumer_key_env=ENV["consumer_key"],
+        consumer_secret_env=ENV["consumer_secret"],
+        token_id_env=ENV["token_id"],
+        token_secret_env=ENV["token_secret"],
     )
     warehouse = WarehouseResource(url=url)
     window = range_window(START, START + timedelta(days=DAYS - 1))
