@@ -214,26 +214,28 @@ def test_transactionline_is_keyed_by_uniquekey(make_env: Any) -> None:
 
 
 def test_429_from_the_concurrency_limit_backs_off_and_succeeds(make_env: Any) -> None:
-    env = make_env(max_concurrency=1, latency_s=0.6)
+    env = make_env(max_concurrency=1, latency_s=0.3)
     auth = NetSuiteTBA(env.sandbox.account_id, **SANDBOX_TBA_KEYS)
+    stats = env.sandbox.stats
     occupied = threading.Event()
 
     def other_integration() -> None:
+        """Holds the account's only slot, request after request, until the asset has been turned away once."""
+        refused = 0
+        deadline = time.monotonic() + 60
         with httpx.Client(base_url=env.sandbox.base_url, auth=auth, headers={"Prefer": "transient"}) as client:
-            occupied.set()
-            client.post(SUITEQL_PATH, params={"limit": 1}, json={"q": "SELECT id FROM subsidiary"})
+            while stats.rejected_concurrency <= refused and time.monotonic() < deadline:
+                occupied.set()
+                response = client.post(SUITEQL_PATH, params={"limit": 1}, json={"q": "SELECT id FROM subsidiary"})
+                refused += response.status_code == 429
 
     thread = threading.Thread(target=other_integration)
     thread.start()
     occupied.wait()
-    deadline = time.monotonic() + 5
-    while env.sandbox.stats.suiteql_requests < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    day = START + timedelta(days=1)
-    result = env.run([customer], f"{day}|acme")
+    result = env.run([customer], f"{START + timedelta(days=1)}|acme")
     thread.join()
     assert result.success
-    assert env.sandbox.stats.rejected_concurrency >= 1
+    assert stats.rejected_concurrency >= 1
     assert result.asset_materializations_for_node("netsuite__customer")[0].metadata["concurrency_waits"].value >= 1
     assert checks(result)["reconciled_with_source"].passed
 
@@ -281,7 +283,7 @@ def test_a_column_appearing_midway_evolves_the_table(make_env: Any) -> None:
 
 
 def test_reconciliation_fails_when_rows_vanish_during_extraction(make_env: Any) -> None:
-    env = make_env(latency_s=0.4)
+    env = make_env(latency_s=1.0)
     day = START + timedelta(days=1)
     low, high = _window(day, day)
 
@@ -289,7 +291,7 @@ def test_reconciliation_fails_when_rows_vanish_during_extraction(make_env: Any) 
         deadline = time.monotonic() + 10
         while env.sandbox.stats.suiteql_requests < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(0.15)  # the count is answered; its latency still runs
+        time.sleep(0.4)  # the count is computed; its latency (1 s) still runs before the first page is asked
         env.truth("DELETE FROM customer WHERE lastmodifieddate >= ? AND lastmodifieddate < ? AND id % 2 = 0", low, high)
 
     thread = threading.Thread(target=delete_after_the_count)
