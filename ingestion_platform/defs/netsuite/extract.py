@@ -77,23 +77,15 @@ def base_spec(table: str, columns: Sequence[tuple[str, str]] = ()) -> TableSpec:
 
 @dataclass
 class Columns:
-    """The select list and the types of one table, from the metadata catalog (or from the data without one)."""
+    """The select list and the types of one table, from the metadata catalog or, without one, a sample page."""
 
     table: str
-    types: dict[str, str]  # column -> catalog type; empty when the catalog has no such record
-    from_catalog: bool
+    types: dict[str, str]  # column -> catalog type ("string" for columns only seen in a sample)
 
     @property
-    def select(self) -> list[str] | None:
-        """Explicit columns when known; None (SELECT *) only where NetSuite can serve it."""
-        if self.from_catalog:
-            return [c for c in self.types if c not in OWN_COLUMNS]
-        if self.table.lower() in NO_SELECT_STAR:
-            raise ValueError(
-                f"NetSuite has no metadata-catalog schema for {self.table!r}, and SELECT * on it times out: "
-                "the columns cannot be discovered"
-            )
-        return None
+    def select(self) -> list[str]:
+        """Scalar columns: a record's catalog also lists sublists and links (object, array), not SuiteQL fields."""
+        return [c for c, kind in self.types.items() if c not in OWN_COLUMNS and kind not in ("object", "array")]
 
     @property
     def timestamp_columns(self) -> list[str]:
@@ -107,11 +99,19 @@ class Columns:
         return warehouse_type(self.types.get(column))
 
 
-def discover(client: NetSuiteClient, table: str) -> Columns:
+def discover(client: NetSuiteClient, table: str, window: Window) -> Columns:
+    """The catalog's columns; for a table the catalog lacks, the columns of one `SELECT *` page of the window
+    (typed as text, except the key and last-modified columns), never on tables where `SELECT *` times out."""
     schema = client.metadata_catalog(table)
-    if schema is None:
-        return Columns(table, {}, from_catalog=False)
-    return Columns(table, parse_metadata_catalog(schema), from_catalog=True)
+    if schema is not None:
+        return Columns(table, parse_metadata_catalog(schema))
+    if table.lower() in NO_SELECT_STAR:
+        raise ValueError(
+            f"NetSuite has no metadata-catalog schema for {table!r}, and SELECT * on it times out: "
+            "its columns cannot be discovered"
+        )
+    sample = parse_page(client.suiteql(select_query(table, None, window), 1000, 0))
+    return Columns(table, dict.fromkeys(discover_columns(sample.items), "string"))
 
 
 def existing_columns(warehouse: WarehouseResource, table: str) -> list[str]:
@@ -218,7 +218,7 @@ def extract_window(
     columns: Columns | None = None,
 ) -> Extraction:
     """Upsert the window's rows into `netsuite.<table>`, then tombstone the records NetSuite deleted in it."""
-    columns = columns or discover(client, table)
+    columns = columns or discover(client, table, window)
     extraction = Extraction(table, window)
     started = time.perf_counter()
     extraction.source_count = parse_count(parse_page(client.suiteql(count_query(table, window), 1, 0)))
