@@ -174,6 +174,16 @@ def demo(args: argparse.Namespace) -> int:
             )
             orphans = f", {batch.orphan_orders + batch.orphan_items} orphan(s)" if batch.orphan_orders else ""
             print(f"  commerce batch {key}{orphans}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        netsuite_job = definitions.resolve_job_def("netsuite_tables")
+        for tenant in tenants:  # each tenant's sandbox account: the demo days as one range run
+            span = {
+                PARTITION_RANGE_START_TAG: f"{sandbox.days[0]}|{tenant}",
+                PARTITION_RANGE_END_TAG: f"{sandbox.days[-1]}|{tenant}",
+            }
+            result = netsuite_job.execute_in_process(
+                instance=instance, tags=span, run_config=QUIET, raise_on_error=False
+            )
+            print(f"  netsuite tables {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
             if not result.success:
                 failed.append(result.run_id)
         availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})

@@ -7,7 +7,9 @@ import dagster as dg
 import pytest
 
 from ingestion_platform.definitions import defs
+from ingestion_platform.resources.netsuite import NetSuiteResource
 from ingestion_platform.resources.tenants import TenantsResource
+from ingestion_platform.tenants import NETSUITE_DEFAULT_TABLES
 
 CONTRACT_KEYS = {
     "ga4/purchase",
@@ -27,6 +29,7 @@ CONTRACT_KEYS = {
     "recsys/user_features",
     "recsys/item_features",
     "recsys/training_samples",
+    *(f"netsuite/{table}" for table in NETSUITE_DEFAULT_TABLES),
 }
 
 
@@ -200,3 +203,33 @@ def test_recsys_uploads_are_sensor_driven_and_features_follow_per_tenant(definit
             if dep.asset_key.path[-1] in ("interactions", "items"):
                 assert isinstance(dep.partition_mapping, dg.MultiToSingleDimensionPartitionMapping)
     assert definitions.resolve_sensor_def("automation").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_netsuite_tables_are_pooled_single_run_backfills_with_a_reconciliation_check(
+    definitions: dg.Definitions,
+) -> None:
+    graph = definitions.resolve_asset_graph()
+    for table in NETSUITE_DEFAULT_TABLES:
+        key = dg.AssetKey(["netsuite", table])
+        node = graph.get(key)
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        assert node.pools == {"netsuite"}
+        assert node.group_name == "netsuite"
+        assert dg.AssetCheckKey(key, "reconciled_with_source") in graph.asset_check_keys
+        spec = next(s for s in definitions.resolve_all_asset_specs() if s.key == key)
+        assert spec.metadata["dagster/table_name"] == f"netsuite.{table}"
+    schedule = definitions.resolve_schedule_def("netsuite_daily_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert isinstance(definitions.resources["netsuite"], NetSuiteResource)
+
+
+def test_netsuite_table_list_comes_from_the_environment_not_tenants_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingestion_platform.defs.netsuite.assets import TABLES_ENV, configured_tables
+
+    monkeypatch.delenv(TABLES_ENV, raising=False)
+    assert configured_tables() == NETSUITE_DEFAULT_TABLES
+    monkeypatch.setenv(TABLES_ENV, "customer, customrecord_loyalty ,customer")
+    assert configured_tables() == ("customer", "customrecord_loyalty")
+    monkeypatch.setenv(TABLES_ENV, "customer;drop")
+    with pytest.raises(ValueError, match="identifier"):
+        configured_tables()

@@ -13,6 +13,7 @@ import dagster as dg
 from ingestion_platform.paths import DEFAULT_HOME, deployment
 from ingestion_platform.resources.bigquery import TenantBigQueryResource
 from ingestion_platform.resources.brightdata import BrightDataResource
+from ingestion_platform.resources.netsuite import NetSuiteResource
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
@@ -36,6 +37,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             emulator_host=_optional("BIGQUERY_EMULATOR_HOST"),
         ),
         "sftp": SFTPResource(),
+        # Accounts, auth and the env vars holding their secrets come from each tenant's `netsuite:` settings.
+        "netsuite": NetSuiteResource(),
         # Unset OBJECT_STORE_URL: files under INGESTION_HOME/objects.
         "object_store": ObjectStoreResource(
             url=_optional("OBJECT_STORE_URL"),

@@ -7,8 +7,8 @@ The platform learns about the stand-ins the way it learns about production: thro
 
 import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,12 @@ from ingestion_platform.sandbox.brightdata_api import BrightDataSandboxConfig, r
 from ingestion_platform.sandbox.commerce_data import GeneratedBatch, generate_commerce
 from ingestion_platform.sandbox.crm_reports import locations_report, users_report
 from ingestion_platform.sandbox.ga4_export import seed_ga4_export
+from ingestion_platform.sandbox.netsuite_api import (
+    SANDBOX_TBA_KEYS,
+    NetSuiteSandbox,
+    NetSuiteSandboxConfig,
+    run_netsuite_api,
+)
 from ingestion_platform.sandbox.recsys_data import generate_recsys
 from ingestion_platform.sandbox.sftp_server import SFTPServerInfo, run_sftp_server
 
@@ -41,6 +47,8 @@ BRIGHTDATA_TARGETS = {
 }
 # Per tenant: big enough for features and samples to be worth a look, small enough to validate in seconds.
 RECSYS_DEMO_SIZES = {"users": 2_000, "items": 500, "interactions": 20_000}
+# The sandbox NetSuite accounts' TBA credentials, by the env vars the tenants file names (sandbox-only values).
+NETSUITE_ENV = {name: f"SANDBOX_NETSUITE_{name.upper()}" for name in SANDBOX_TBA_KEYS}
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Sandbox:
     tenants_file: Path
     days: tuple[date, ...]
     brightdata_url: str | None = None
+    netsuite: Mapping[str, NetSuiteSandbox] = field(default_factory=dict)  # tenant -> its sandbox account
 
     def environment(self) -> dict[str, str]:
         """What a Dagster process needs in its environment to use these stand-ins."""
@@ -64,6 +73,7 @@ class Sandbox:
                 if self.brightdata_url
                 else {}
             ),
+            **({env: SANDBOX_TBA_KEYS[name] for name, env in NETSUITE_ENV.items()} if self.netsuite else {}),
         }
 
 
@@ -77,11 +87,25 @@ def ga4_dataset(tenant: str) -> str:
     return f"analytics_{tenant}"
 
 
-def write_tenants_file(path: Path, sftp: SFTPServerInfo) -> None:
+def netsuite_settings(sandbox: NetSuiteSandbox, start: date) -> dict[str, object]:
+    """A tenant's `netsuite:` block for a sandbox account: TBA, secrets by env var name, the sandbox's URL."""
+    return {
+        "account_id": sandbox.account_id,
+        "auth": "tba",
+        "start_date": start.isoformat(),
+        "base_url": sandbox.base_url,
+        **{f"{name}_env": env for name, env in NETSUITE_ENV.items()},
+    }
+
+
+def write_tenants_file(
+    path: Path, sftp: SFTPServerInfo, netsuite: Mapping[str, dict[str, object]] | None = None
+) -> None:
     registry = {
         "tenants": {
             tenant: {
                 "name": tenant.title(),
+                **({"netsuite": netsuite[tenant]} if netsuite and tenant in netsuite else {}),
                 "ga4": {"project": SANDBOX_PROJECT, "dataset": ga4_dataset(tenant)},
                 "sftp": {
                     "host": sftp.host,
@@ -165,14 +189,30 @@ def run_sandbox(
         run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator,
         run_sftp_server(root / "sftp", users, root / "sftp_host_key", port=sftp_port) as sftp,
         run_brightdata_api(BrightDataSandboxConfig(api_key=BRIGHTDATA_KEY, seed="demo"), port=brightdata_port) as bd,
+        contextlib.ExitStack() as stack,
     ):
+        # One NetSuite account per tenant, its records modified over the demo days (seeded by tenant).
+        netsuite = {
+            tenant: stack.enter_context(
+                run_netsuite_api(NetSuiteSandboxConfig(seed=tenant, start=days[0], days=len(days)))
+            )
+            for tenant in SANDBOX_TENANTS
+        }
         seed(emulator, days)
         write_reports(root / "sftp", days)
         tenants_file = root / "tenants.yaml"
-        write_tenants_file(tenants_file, sftp)
+        write_tenants_file(
+            tenants_file, sftp, {tenant: netsuite_settings(ns, days[0]) for tenant, ns in netsuite.items()}
+        )
         (root / "known_hosts").write_text(sftp.known_hosts_line + "\n")
         yield Sandbox(
-            home=home, bigquery=emulator, sftp=sftp, tenants_file=tenants_file, days=days, brightdata_url=bd.url
+            home=home,
+            bigquery=emulator,
+            sftp=sftp,
+            tenants_file=tenants_file,
+            days=days,
+            brightdata_url=bd.url,
+            netsuite=netsuite,
         )
 
 
