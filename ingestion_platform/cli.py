@@ -54,26 +54,50 @@ def _dagster_home(home: Path) -> Path:
     return dagster_home
 
 
-def _summary(warehouse_url: str | None, home: Path) -> str:
+# The asset that owns each summarised schema's tables, for the days its partitions hold.
+_SUMMARY_ASSETS = {"ga4": "ga4", "crm": "sftp", "netsuite": "netsuite"}
+# The column whose dates the rows themselves carry (a report's rows keep the latest report that had them).
+_SUMMARY_DAY_COLUMNS = {"ga4": "event_date", "crm": "report_date", "social": "posted_at::date"}
+
+
+def _days_loaded(instance: "dg.DagsterInstance", asset_path: list[str]) -> dict[str, int]:
+    """Per tenant, the day partitions materialized: what was loaded, whatever days the current rows carry."""
+    import dagster as dg
+
+    counts: dict[str, int] = {}
+    for key in instance.get_materialized_partitions(dg.AssetKey(asset_path)):
+        tenant = key.split("|")[-1]
+        counts[tenant] = counts.get(tenant, 0) + 1
+    return counts
+
+
+def _summary(warehouse_url: str | None, home: Path, instance: "dg.DagsterInstance") -> str:
     from ingestion_platform.resources.warehouse import WarehouseResource
 
     warehouse = WarehouseResource(url=warehouse_url, home=str(home))
     frame = warehouse.query(
-        "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables "
-        "WHERE table_schema IN ('ga4', 'crm') OR (table_schema, table_name) = ('social', 'posts') ORDER BY 1"
+        "SELECT table_schema AS s, table_name AS t FROM information_schema.tables "
+        "WHERE table_schema IN ('ga4', 'crm', 'netsuite') OR (table_schema, table_name) = ('social', 'posts') "
+        "ORDER BY 1, 2"
     )
-    lines = [f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last day"]
-    for table in frame["t"]:
-        if table == "ga4.availability" or table.endswith(("_rejects", "_rejects_legacy")):
-            continue  # quarantine tables have no report day
-        day = {"ga4": "event_date", "social": "posted_at::date"}.get(table.split(".")[0], "report_date")
+    lines = [
+        "days loaded: day partitions materialized; first .. last: the dates the current rows carry",
+        f"{'table':<28}{'tenant':<10}{'rows':>8}{'days loaded':>13}  first .. last",
+    ]
+    for schema, name in frame.itertuples(index=False):
+        if name in {"availability", "daily_counts"} or name.endswith(("_rejects", "_rejects_legacy")):
+            continue  # derived and quarantine tables: neither loaded by day nor carrying a day
+        table = f"{schema}.{name}"
+        asset = [_SUMMARY_ASSETS[schema], name] if schema in _SUMMARY_ASSETS else None
+        loaded = _days_loaded(instance, asset) if asset else {}
+        day = _SUMMARY_DAY_COLUMNS.get(schema)
+        span = f", min({day})::text || ' .. ' || max({day})::text AS span" if day else ", '' AS span"
         stats = warehouse.query(
-            f"SELECT tenant_id, count(*) AS n, count(DISTINCT {day}) AS days, min({day}) AS first, "
-            f"max({day}) AS last FROM {table} "
-            "GROUP BY tenant_id ORDER BY tenant_id"
+            f"SELECT tenant_id, count(*) AS n{span} FROM {table} GROUP BY tenant_id ORDER BY tenant_id"
         )
         for row in stats.itertuples(index=False):
-            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}{row.days:>13}  {row.first} .. {row.last}")
+            days = loaded.get(row.tenant_id, "-") if asset else "-"
+            lines.append(f"{table:<28}{row.tenant_id:<10}{row.n:>8}{days:>13}  {row.span or ''}")
     return "\n".join(lines)
 
 
@@ -193,7 +217,7 @@ def demo(args: argparse.Namespace) -> int:
             failed.append(result.run_id)
         failed += _demo_recsys(definitions, instance, home, list(tenants))
         print()
-        print(_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print(_summary(os.environ.get("WAREHOUSE_URL"), home, instance))
         print(_commerce_summary(os.environ.get("WAREHOUSE_URL"), home))
         print()
         print(_recsys_summary(instance, list(tenants)))
