@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -37,6 +38,13 @@ from ingestion_platform.resources.warehouse import WarehouseResource
 OLD_POSTS_PER_S = 1000
 KEY_ENV = "BENCH_BRIGHTDATA_KEY"
 KEY = "bench-brightdata-key"
+
+
+def _number(metadata: Mapping[str, dg.MetadataValue], key: str) -> float:
+    """A numeric metadata entry, narrowed from the union of every metadata value type."""
+    value = metadata[key].value
+    assert isinstance(value, int | float), (key, value)
+    return value
 
 
 def _peak_rss_mb() -> float:
@@ -127,7 +135,7 @@ def main() -> None:
             seconds = finished - started
             rate = loaded / seconds
             peak = _peak_rss_mb()
-            size_mb = raw_meta["bytes"].value / 1e6
+            size_mb = _number(raw_meta, "bytes") / 1e6
             print(
                 f"snapshot: {args.posts} records, {size_mb:.1f} MB, {loaded} posts loaded, "
                 f"{post_meta['rows_rejected'].value} rejected"

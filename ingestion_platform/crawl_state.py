@@ -50,7 +50,7 @@ def set_status(
         )
 
 
-def mark_snapshot_failed(engine: sa.Engine, snapshot_id: str, *, stage: str, error: str) -> int:
+def mark_snapshot_failed(engine: sa.Engine, snapshot_id: str, *, stage: str, error: str | None) -> int:
     """Record a failed download or load of a snapshot on its crawl; returns the rows updated (0 for an unknown id).
 
     A crawl already loaded keeps its status: a failed re-run of a loaded snapshot does not unload its posts."""

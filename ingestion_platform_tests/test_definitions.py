@@ -154,7 +154,9 @@ def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=at, resources={"tenants": TenantsResource(path=str(registry))}
         )
-        [request] = schedule.evaluate_tick(context).run_requests
+        requests = schedule.evaluate_tick(context).run_requests
+    assert requests is not None
+    [request] = requests
     assert request.tags["tenant"] == "globex" and request.run_key == "globex:2026-11-20"
     config = request.run_config["ops"]["trigger_crawls"]["config"]
     assert (config["tenant"], config["start_date"], config["end_date"]) == ("globex", "2026-11-20", "2026-11-20")
@@ -220,6 +222,7 @@ def test_netsuite_tables_are_pooled_single_run_backfills_with_a_reconciliation_c
         assert spec.metadata["dagster/table_name"] == f"netsuite.{table}"
     schedule = definitions.resolve_schedule_def("netsuite_daily_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert definitions.resources is not None
     assert isinstance(definitions.resources["netsuite"], NetSuiteResource)
 
 

@@ -8,7 +8,7 @@ the endpoints and what their answers mean for a crawl.
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -238,6 +238,6 @@ class _Bearer(httpx.Auth):
     def __repr__(self) -> str:
         return "_Bearer(***)"
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         request.headers["Authorization"] = f"Bearer {self._key}"
         yield request

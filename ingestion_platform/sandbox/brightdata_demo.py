@@ -40,8 +40,8 @@ def run_demo_crawls(
         while time.monotonic() < deadline:
             tick = sensor(dg.build_sensor_context(instance=instance, resources=resources))
             if isinstance(tick, dg.SensorResult):
-                for request in tick.dynamic_partitions_requests or []:
-                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+                for add in tick.dynamic_partitions_requests or []:
+                    instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
                 requests |= {r.partition_key: r for r in tick.run_requests or [] if r.partition_key}
             if not crawls.pending(resources["warehouse"]):
                 break

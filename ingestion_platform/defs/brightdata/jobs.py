@@ -31,7 +31,6 @@ class CrawlConfig(dg.Config):
 
 
 def requests_for(config: CrawlConfig, settings: BrightDataSettings) -> list[CrawlRequest]:
-    dates = {"start_date": config.start_date, "end_date": config.end_date}
     if config.url:
         labels = {n: getattr(config, n) for n in ("platform", "competitor", "brand", "category")}
         missing = [name for name, value in labels.items() if not value]
@@ -44,8 +43,9 @@ def requests_for(config: CrawlConfig, settings: BrightDataSettings) -> list[Craw
                 url=config.url,
                 num_of_posts=config.num_of_posts,
                 include_profile_data=config.include_profile_data,
-                **labels,  # type: ignore[arg-type]
-                **dates,
+                **labels,
+                start_date=config.start_date,
+                end_date=config.end_date,
             )
         ]
     if not settings.targets:
@@ -61,7 +61,8 @@ def requests_for(config: CrawlConfig, settings: BrightDataSettings) -> list[Craw
             url=target.url,
             num_of_posts=target.num_of_posts,
             include_profile_data=target.include_profile_data,
-            **dates,
+            start_date=config.start_date,
+            end_date=config.end_date,
         )
         for target in settings.targets
     ]

@@ -8,7 +8,7 @@ timeouts are written to `social.crawl_metadata`; crawls BrightData refused with 
 
 import json
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -63,7 +63,7 @@ def check_progress(
                 clients[tenant_id] = stack.enter_context(brightdata.client(settings.api_key_env))
             except Exception as exc:
                 context.log.error(f"{tenant_id}: cannot reach BrightData for {len(by_tenant[tenant_id])} crawls: {exc}")
-        futures = {}
+        futures: dict[Future[TriggerResult] | Future[Progress], Crawl] = {}
         for crawl in pending:
             client = clients.get(crawl.tenant_id)
             if client is None:
@@ -81,13 +81,25 @@ def check_progress(
                 counts["errors"] += 1
                 context.log.warning(f"{crawl.tenant_id}: crawl {crawl.crawl_id}: asked again next tick after: {exc}")
                 continue
-            ids = {"tenant_id": crawl.tenant_id, "crawl_id": crawl.crawl_id}
             if isinstance(answer, TriggerResult):
                 if answer.snapshot_id:
-                    crawl_state.set_status(engine, **ids, status="triggered", snapshot_id=answer.snapshot_id)
+                    crawl_state.set_status(
+                        engine,
+                        tenant_id=crawl.tenant_id,
+                        crawl_id=crawl.crawl_id,
+                        status="triggered",
+                        snapshot_id=answer.snapshot_id,
+                    )
                     counts["triggered"] += 1
                 else:
-                    crawl_state.set_status(engine, **ids, status="queued", stage="trigger", error=answer.refusal)
+                    crawl_state.set_status(
+                        engine,
+                        tenant_id=crawl.tenant_id,
+                        crawl_id=crawl.crawl_id,
+                        status="queued",
+                        stage="trigger",
+                        error=answer.refusal,
+                    )
                     counts["queued"] += 1
                 continue
             counts[_apply(engine, crawl, answer, now, timeout, ready)] += 1
@@ -101,7 +113,7 @@ def check_progress(
     ready += [c for c in crawls.ready_not_downloaded(warehouse, RETENTION) if c.crawl_id not in seen]
     if not pending and not ready and not events:
         return dg.SkipReason("no pending BrightData crawls")
-    known = set(context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS.name))
+    known = set(SNAPSHOT_PARTITIONS.get_partition_keys(dynamic_partitions_store=context.instance))
     new_ids = sorted({c.snapshot_id for c in ready if c.snapshot_id and c.snapshot_id not in known})
     context.log.info(f"BrightData progress: {dict(counts)}; requesting {len(ready)} snapshot download(s)")
     return dg.SensorResult(

@@ -6,7 +6,8 @@ automation requests posts -> posts in `social.posts`, plus every way a crawl can
 
 import json
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ class Flow:
     def tick(self) -> dg.SensorResult | dg.SkipReason:
         context = dg.build_sensor_context(instance=self.instance, resources=self.resources, cursor=self.cursor)
         result = brightdata_progress(context)
+        assert isinstance(result, dg.SensorResult | dg.SkipReason), result
         if isinstance(result, dg.SensorResult):
             self.cursor = result.cursor
             for request in result.dynamic_partitions_requests or []:
@@ -137,7 +139,30 @@ def expected_posts(sandbox: BrightDataSandbox, snapshot_id: str) -> set[str]:
 
 
 def failure(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(e.step_failure_data.error.to_string() for e in result.get_step_failure_events())
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        assert error is not None, event
+        messages.append(error.to_string())
+    return "\n".join(messages)
+
+
+def snapshot_of(request: dg.RunRequest) -> str:
+    """The snapshot a progress run request downloads: its partition key, which the sensor always sets."""
+    assert request.partition_key is not None, request
+    return request.partition_key
+
+
+def text_metadata(metadata: Mapping[str, dg.MetadataValue], key: str) -> str:
+    value = metadata[key].value
+    assert isinstance(value, str), (key, value)
+    return value
+
+
+def json_list_metadata(metadata: Mapping[str, dg.MetadataValue], key: str) -> list[Any]:
+    value = metadata[key].value
+    assert isinstance(value, list), (key, value)
+    return value
 
 
 def test_trigger_to_posts_end_to_end_and_idempotent(
@@ -154,7 +179,7 @@ def test_trigger_to_posts_end_to_end_and_idempotent(
         snapshot_id = crawl["snapshot_id"]
 
         [request] = flow.tick_until_requested()
-        assert request.partition_key == snapshot_id and request.asset_selection == [RAW_SNAPSHOT_KEY]
+        assert snapshot_of(request) == snapshot_id and request.asset_selection == [RAW_SNAPSHOT_KEY]
         assert request.run_key == f"raw_snapshot:{snapshot_id}" and request.tags["tenant"] == "acme"
         assert flow.instance.get_dynamic_partitions("snapshot") == [snapshot_id]
         assert flow.crawls()[0]["status"] == "ready"
@@ -249,7 +274,7 @@ def test_429_keeps_the_crawl_queued_then_the_sensor_triggers_it(
         [crawl] = flow.crawls()
         assert crawl["status"] == "triggered" and crawl["snapshot_id"] and crawl["error"] is None
         [request] = flow.tick_until_requested()
-        assert request.partition_key == crawl["snapshot_id"]
+        assert snapshot_of(request) == crawl["snapshot_id"]
         assert flow.materialize(raw_snapshot, crawl["snapshot_id"]).success
 
 
@@ -282,14 +307,14 @@ def test_download_dropped_midway_is_retried_to_the_same_object(
         assert flow.trigger().success
         [request] = flow.tick_until_requested()
         flow.sandbox.faults.drop_next_download_after(40_000)
-        raw = flow.materialize(raw_snapshot, request.partition_key)
+        raw = flow.materialize(raw_snapshot, snapshot_of(request))
         assert raw.success, failure(raw)
         meta = raw.asset_materializations_for_node("brightdata__raw_snapshot")[0].metadata
         assert meta["http_attempts"].value == 3  # 202 building, the dropped download, the complete one
         downloads = flow.sandbox.downloads
         assert [d.completed for d in downloads] == [False, True] and downloads[0].bytes_sent == 40_000
-        key = meta["path"].value
-        assert json.loads(object_store.get(key)) == list(flow.sandbox.records(request.partition_key))
+        key = text_metadata(meta, "path")
+        assert json.loads(object_store.get(key)) == list(flow.sandbox.records(snapshot_of(request)))
 
 
 def test_snapshot_in_several_parts_lands_as_one_array(
@@ -300,16 +325,16 @@ def test_snapshot_in_several_parts_lands_as_one_array(
     with flow_env(tmp_path, warehouse, object_store, monkeypatch, part_size=1000) as flow:
         assert flow.trigger(**{k: v for k, v in TARGET.items() if k != "num_of_posts"}, num_of_posts=2500).success
         [request] = flow.tick_until_requested()
-        raw = flow.materialize(raw_snapshot, request.partition_key)
+        raw = flow.materialize(raw_snapshot, snapshot_of(request))
         assert raw.success, failure(raw)
         meta = raw.asset_materializations_for_node("brightdata__raw_snapshot")[0].metadata
         assert meta["parts"].value == 3
-        assert sorted(d.part for d in flow.sandbox.downloads if d.completed) == [1, 2, 3]
-        records = json.loads(object_store.get(meta["path"].value))
-        assert len(records) == 2500 and records == list(flow.sandbox.records(request.partition_key))
-        assert flow.materialize(posts, request.partition_key).success
+        assert Counter(d.part for d in flow.sandbox.downloads if d.completed) == Counter([1, 2, 3])
+        records = json.loads(object_store.get(text_metadata(meta, "path")))
+        assert len(records) == 2500 and records == list(flow.sandbox.records(snapshot_of(request)))
+        assert flow.materialize(posts, snapshot_of(request)).success
         assert warehouse.scalar("SELECT count(*) FROM social.posts") == len(
-            expected_posts(flow.sandbox, request.partition_key)
+            expected_posts(flow.sandbox, snapshot_of(request))
         )
 
 
@@ -319,10 +344,10 @@ def test_expired_snapshot_fails_clearly_once_and_marks_the_crawl(
     with flow_env(tmp_path, warehouse, file_store, monkeypatch) as flow:
         assert flow.trigger().success
         [request] = flow.tick_until_requested()
-        flow.sandbox.expire(request.partition_key)
-        raw = flow.materialize(raw_snapshot, request.partition_key)
+        flow.sandbox.expire(snapshot_of(request))
+        raw = flow.materialize(raw_snapshot, snapshot_of(request))
         assert not raw.success
-        assert f"snapshot {request.partition_key} cannot be downloaded: Snapshot is expired" in failure(raw)
+        assert f"snapshot {snapshot_of(request)} cannot be downloaded: Snapshot is expired" in failure(raw)
         snapshot_calls = [r for r in flow.sandbox.requests if r.path.startswith("/datasets/v3/snapshot/")]
         assert [r.status for r in snapshot_calls] == [200, 400]  # the parts, then one download: not retried
         [crawl] = flow.crawls()
@@ -334,6 +359,7 @@ def test_expired_snapshot_fails_clearly_once_and_marks_the_crawl(
         run = flow.instance.get_run_by_id(raw.run_id)
         assert run is not None
         [event] = flow.instance.all_logs(raw.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert event.dagster_event is not None
         context = dg.build_run_status_sensor_context(
             sensor_name="record_run_failures",
             dagster_event=event.dagster_event,
@@ -358,10 +384,11 @@ def test_download_stuck_for_days_raises_a_warning(
         [evaluation] = result.asset_events
         assert isinstance(evaluation, dg.AssetCheckEvaluation)
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
-        assert evaluation.metadata["snapshots"].value[0]["snapshot_id"] == request.partition_key
+        assert json_list_metadata(evaluation.metadata, "snapshots")[0]["snapshot_id"] == snapshot_of(request)
         again = flow.tick()
         assert isinstance(again, dg.SensorResult) and again.asset_events == []  # reported once per change
         checked = downloads_not_stuck(warehouse=flow.warehouse, brightdata=flow.resources["brightdata"])
+        assert isinstance(checked, dg.AssetCheckResult)
         assert not checked.passed and checked.severity == dg.AssetCheckSeverity.WARN
         assert checked.metadata["stuck_snapshots"].value == 1
 

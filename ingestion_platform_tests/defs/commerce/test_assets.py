@@ -20,7 +20,7 @@ def counts(warehouse: WarehouseResource, tenant_id: str) -> dict[str, int]:
         return {
             t: conn.execute(
                 sa.text(f"SELECT count(*) FROM commerce.{t} WHERE tenant_id = :t"), {"t": tenant_id}
-            ).scalar()
+            ).scalar_one()
             for t in (*TABLES, "rejects", "pending")
         }
 
@@ -32,7 +32,10 @@ def test_batch_loads_in_fk_order_with_every_reject_reason_and_reruns_idempotentl
     key = land(store, batch.path, "acme")
     with dg.instance_for_test() as instance:
         result = run_batch(instance, warehouse, store, key)
-        order = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+        order = [
+            e.step_materialization_data.materialization.asset_key.to_user_string()
+            for e in result.get_asset_materialization_events()
+        ]
         assert order == ORDER  # the asset deps are the foreign-key order
         first = counts(warehouse, "acme")
         assert first["pending"] == 0
@@ -59,7 +62,7 @@ def test_batch_loads_in_fk_order_with_every_reject_reason_and_reruns_idempotentl
             ).one()
             assert restated.extra == {"loyalty_points": 120}
             assert restated.source_file == "customers_9999_corrections.ndjson"
-            types = dict(
+            types: dict[str, str] = dict(
                 conn.execute(
                     sa.text(
                         "SELECT column_name, data_type FROM information_schema.columns "
@@ -129,7 +132,7 @@ def test_orphans_park_across_tenants_never_resolve_and_a_later_batch_resolves_th
                     "SELECT count(*) FROM commerce.orders o JOIN commerce.customers c ON c.customer_id = o.customer_id "
                     "AND c.tenant_id <> o.tenant_id"
                 )
-            ).scalar()
+            ).scalar_one()
             assert cross > 0  # the same ids exist for both tenants, yet each order resolved within its tenant
 
 

@@ -149,6 +149,15 @@ def checks(result: Any) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def tenant_outcome(check: dg.AssetCheckEvaluation, tenant: str) -> dict[str, Any]:
+    """One tenant's entry in the reconciliation check's `by_tenant` JSON metadata (counts keyed by name)."""
+    by_tenant = check.metadata["by_tenant"].value
+    assert isinstance(by_tenant, dict), by_tenant
+    outcome = by_tenant[tenant]
+    assert isinstance(outcome, dict), outcome
+    return outcome
+
+
 def test_a_day_partition_fetches_only_that_day_and_reconciles(make_env: Any) -> None:
     env = make_env()
     day = START + timedelta(days=1)
@@ -164,7 +173,7 @@ def test_a_day_partition_fetches_only_that_day_and_reconciles(make_env: Any) -> 
     assert stamps["lo"][0] >= low and stamps["hi"][0] < high
     check = checks(result)["reconciled_with_source"]
     assert check.passed
-    by_tenant = check.metadata["by_tenant"].value["acme"]  # type: ignore[index]
+    by_tenant = tenant_outcome(check, "acme")
     assert by_tenant["extracted"] == by_tenant["source_count"] == len(expected)
     metadata = result.asset_materializations_for_node("netsuite__customer")[0].metadata
     assert metadata["rows_extracted"].value == len(expected)
@@ -301,7 +310,7 @@ def test_reconciliation_fails_when_rows_vanish_during_extraction(make_env: Any) 
     assert result.success  # the check warns the operator; the rows that were read are loaded
     check = checks(result)["reconciled_with_source"]
     assert not check.passed
-    outcome = check.metadata["by_tenant"].value["acme"]  # type: ignore[index]
+    outcome = tenant_outcome(check, "acme")
     assert outcome["extracted"] < outcome["source_count"]
 
 

@@ -126,6 +126,18 @@ def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluat
     return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
 
 
+def _partitions_name(partitions: dg.DynamicPartitionsDefinition) -> str:
+    assert partitions.name is not None, partitions
+    return partitions.name
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    assert error is not None, failure
+    return error.message
+
+
 def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey | None = None) -> dict:
     materializations = result.get_asset_materialization_events()
     event = next(e for e in materializations if key is None or e.asset_key == key)
@@ -144,7 +156,7 @@ def test_sensor_requests_each_complete_upload_once(landing: Landing, store: Obje
     assert [(r.partition_key, r.run_key, r.tags[LANDING_KEY_TAG]) for r in requests] == [
         (f"acme|{upload}", f"acme:interactions:{upload}", key)
     ]
-    assert landing.instance.get_dynamic_partitions(UPLOADS["interactions"].name) == [upload]
+    assert landing.instance.get_dynamic_partitions(_partitions_name(UPLOADS["interactions"])) == [upload]
     assert landing.run(requests[0]).success
     assert landing.tick() == []
 
@@ -233,8 +245,7 @@ def test_unusable_file_fails_the_blocking_check_and_loads_nothing(
     assert not result.success
     check = _check(result, FILE_USABLE)
     assert not check.passed and check.metadata["code"].value == code
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert code in failure.step_failure_data.error.message
+    assert code in _failure_message(result)
     assert store.list("acme/raw") == []
     assert landing.tick() == [] and landing.tick() == []  # the same bad content is not retried
 
@@ -242,7 +253,7 @@ def test_unusable_file_fails_the_blocking_check_and_loads_nothing(
 def test_landing_key_of_another_tenant_is_refused(instance: dg.DagsterInstance, store: ObjectStoreResource) -> None:
     store.put("landing/globex/recsys/interactions/a.csv", HAND.encode())
     upload = upload_id(HAND.encode())
-    instance.add_dynamic_partitions(UPLOADS["interactions"].name, [upload])
+    instance.add_dynamic_partitions(_partitions_name(UPLOADS["interactions"]), [upload])
     result = dg.materialize(
         [UPLOAD_ASSETS["interactions"]],
         instance=instance,
@@ -252,8 +263,7 @@ def test_landing_key_of_another_tenant_is_refused(instance: dg.DagsterInstance, 
         raise_on_error=False,
     )
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "not tenant 'acme'" in failure.step_failure_data.error.message
+    assert "not tenant 'acme'" in _failure_message(result)
     assert store.list("acme") == []
 
 
