@@ -397,6 +397,9 @@ def generate(args: argparse.Namespace) -> int:
 def generate_commerce(args: argparse.Namespace) -> int:
     from ingestion_platform.sandbox.commerce_data import generate_commerce as write_batches
 
+    if not args.out:
+        print("generate commerce needs --out DIR", file=sys.stderr)
+        return 2
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
     batches = write_batches(
         tenants,
@@ -536,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--customers", type=int, default=1000, help="commerce: customers per tenant")
     gen.add_argument("--products", type=int, default=200, help="commerce: products per tenant")
     gen.add_argument("--orders", type=int, default=2000, help="commerce: orders per tenant (about 4 items each)")
-    gen.add_argument("--out", default="generated_data", help="commerce, recsys: output folder")
+    gen.add_argument("--out", help="commerce, recsys: output folder (required)")
     gen.add_argument("--orphans", action="store_true", help="commerce: hold some parents back to a second batch")
     gen.add_argument("--bad-rows", action="store_true", help="commerce: add one bad line per rejection reason")
     gen.add_argument("--gzip", action="store_true", help="commerce: write .ndjson.gz files")
