@@ -456,15 +456,20 @@ def generate_recsys(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> int:
     """Production loads with a role that may only read and write rows; this, run as the owner, does the DDL."""
     from ingestion_platform.definitions import defs
-    from ingestion_platform.metadata import declared_tables
+    from ingestion_platform.metadata import declared_tables, declared_views
     from ingestion_platform.resources.warehouse import WarehouseResource
 
-    specs = declared_tables(defs())
+    loaded = defs()
+    specs = declared_tables(loaded)
+    views = declared_views(loaded)
     warehouse = WarehouseResource(url=os.environ.get("WAREHOUSE_URL"), home=str(ingestion_home()))
     changes = warehouse.migrate(specs)
+    with warehouse.raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+        for statement in views.values():
+            cur.execute(statement)  # CREATE OR REPLACE VIEW: the same statement is a no-op when nothing changed
     for table, todo in sorted(changes.items()):
         print(f"{table}: {'; '.join(todo)}")
-    print(f"{len(specs)} declared tables; {len(changes)} changed")
+    print(f"{len(specs)} declared tables, {len(views)} views ({', '.join(sorted(views))}); {len(changes)} changed")
     return 0
 
 

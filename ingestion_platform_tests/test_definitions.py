@@ -86,10 +86,14 @@ def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions)
     schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
     with dg.instance_for_test() as instance:
         at = dt.datetime(2024, 3, 10, 9, tzinfo=dt.UTC)
-        empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        # A schedule context opens its own instance from the ref; closing it here (not at garbage collection)
+        # keeps Dagster's current-instance context variable from being restored to a disposed instance later.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            empty = schedule.evaluate_tick(context)
         assert empty.skip_message and "no tenants" in empty.skip_message
         instance.add_dynamic_partitions("tenant", ["globex", "acme"])
-        tick = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            tick = schedule.evaluate_tick(context)
         requests = tick.run_requests or []
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
@@ -151,10 +155,10 @@ def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None
     schedule = definitions.resolve_schedule_def("brightdata_daily_crawls")
     at = dt.datetime(2026, 11, 21, 3, tzinfo=dt.UTC)
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance, scheduled_execution_time=at, resources={"tenants": TenantsResource(path=str(registry))}
-        )
-        requests = schedule.evaluate_tick(context).run_requests
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
     assert requests is not None
     [request] = requests
     assert request.tags["tenant"] == "globex" and request.run_key == "globex:2026-11-20"
