@@ -154,11 +154,13 @@ def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None
     )
     schedule = definitions.resolve_schedule_def("brightdata_daily_crawls")
     at = dt.datetime(2026, 11, 21, 3, tzinfo=dt.UTC)
-    with dg.instance_for_test() as instance:
-        with dg.build_schedule_context(
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance, scheduled_execution_time=at, resources={"tenants": TenantsResource(path=str(registry))}
-        ) as context:
-            requests = schedule.evaluate_tick(context).run_requests
+        ) as context,
+    ):
+        requests = schedule.evaluate_tick(context).run_requests
     assert requests is not None
     [request] = requests
     assert request.tags["tenant"] == "globex" and request.run_key == "globex:2026-11-20"

@@ -24,7 +24,6 @@ from ingestion_platform.defs.recsys.partitions import (
     DATA_TYPES,
     UPLOAD_PARTITION_NAMES,
     landing_prefix,
-    open_upload,
     upload_id,
     upload_partition_key,
 )
@@ -69,7 +68,7 @@ def scan_folder(
         known = seen[2] if unchanged(listed, seen) and seen is not None else None
         complete = is_complete(listed, seen, names, completion="marker") or is_complete(listed, seen, names)
         if complete and known is None and time.monotonic() < deadline:
-            with open_upload(store, obj.key) as stream:
+            with store.open_read(obj.key) as stream:
                 known = upload_id(stream)
             hashed.append((obj.key, known))
         state[obj.key] = [listed.size, listed.mtime, known]
