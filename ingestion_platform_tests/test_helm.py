@@ -424,8 +424,8 @@ def chart() -> Iterator[Path]:
         pytest.skip(
             f"the Dagster Helm chart {dg.__version__} (our Dagster's version) is not vendored: need {schema} and "
             f"{defaults} (Helm validates the chart's defaults merged with ours). Get them with "
-            f"`helm pull dagster/dagster --version {dg.__version__} --untar`, or set {SCHEMA_ENV} to a chart's "
-            "values.schema.json"
+            f"`helm pull dagster/dagster --version {dg.__version__} --untar` (then rename the `dagster/` folder it "
+            f"makes to {directory.name}), or set {SCHEMA_ENV} to a chart's values.schema.json"
         )
     yield directory
 
