@@ -23,7 +23,7 @@ from ingestion_platform.defs.brightdata.crawls import Crawl
 from ingestion_platform.resources.brightdata import BrightDataClient, BrightDataResource, Progress, TriggerResult
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
-from ingestion_platform.tenants import TenantRegistry
+from ingestion_platform.tenants import SOURCE_TAG, TenantRegistry
 
 # BrightData keeps a snapshot 16 days; past that a ready crawl cannot be downloaded any more.
 RETENTION = timedelta(days=16)
@@ -35,7 +35,7 @@ def _run_request(crawl: Crawl) -> dg.RunRequest:
         run_key=f"raw_snapshot:{crawl.snapshot_id}",
         partition_key=crawl.snapshot_id,
         asset_selection=[RAW_SNAPSHOT_KEY],
-        tags={"tenant": crawl.tenant_id, "brightdata/crawl_id": crawl.crawl_id},
+        tags={SOURCE_TAG: "brightdata", "tenant": crawl.tenant_id, "brightdata/crawl_id": crawl.crawl_id},
     )
 
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from ingestion_platform.defs.netsuite.assets import netsuite_table_assets
 from ingestion_platform.resources.tenants import TenantsResource
-from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SOURCE_TAG
 
 NETSUITE_RECHECK_DAYS = 1
 
@@ -19,6 +19,7 @@ netsuite_tables_job = dg.define_asset_job(
     "netsuite_tables",
     selection=dg.AssetSelection.assets(*netsuite_table_assets),
     description="Extract the NetSuite tables for the selected day x tenant partitions.",
+    tags={SOURCE_TAG: "netsuite"},
 )
 
 

@@ -31,7 +31,7 @@ from ingestion_platform.defs.recsys.uploads import DATA_TYPE_TAG, LANDING_KEY_TA
 from ingestion_platform.landing import Listed, is_complete, is_marker, is_temporary, unchanged
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.tenants import TenantsResource
-from ingestion_platform.tenants import TENANT_DIMENSION
+from ingestion_platform.tenants import SOURCE_TAG, TENANT_DIMENSION
 
 HASH_BUDGET_SECONDS = 30.0
 
@@ -118,7 +118,7 @@ def recsys_landing_sensor(
                         partition_key=partition_key,
                         run_key=f"{tenant}:{data_type}:{upload}",
                         asset_selection=[dg.AssetKey(["recsys", data_type])],
-                        tags={"tenant": tenant, DATA_TYPE_TAG: data_type, LANDING_KEY_TAG: key},
+                        tags={SOURCE_TAG: "recsys", "tenant": tenant, DATA_TYPE_TAG: data_type, LANDING_KEY_TAG: key},
                     )
                 )
     partition_requests = [
