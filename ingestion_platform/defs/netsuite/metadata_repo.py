@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile
+from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile, kind_of
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.tenants import NetSuiteSettings
 from ingestion_platform.warehouse import Column, LoadResult, TableSpec
@@ -498,3 +498,75 @@ def snapshot_of(profile: TableProfile, profile_run_id: str = "") -> ProfileSnaps
             for c in profile.columns
         },
     )
+
+
+def reference_profiles(
+    warehouse: WarehouseResource,
+    source: DataSource,
+    schema: str,
+    *,
+    exclude_table: str,
+    tenant_column: str = "tenant_id",
+) -> list[TableProfile]:
+    """The other tables of `source` as their last recorded profiles, reduced to their single-column keys: what
+    foreign-key detection compares a table's columns with, without profiling every other table again.
+
+    Only key columns that still exist in the warehouse are returned, so a table dropped or a column renamed since
+    its last profile is never joined. A table not profiled yet is simply absent (its keys count from its first
+    profile on).
+    """
+    if not (_exists(warehouse, TABLES) and _exists(warehouse, PROFILE_STATS)):
+        return []
+    frame = warehouse.query(
+        "SELECT t.table_name, t.last_profiled_at, s.row_count, s.column_name, s.ordinal_position, s.data_type, "
+        "s.inferred_type, s.null_count, s.distinct_count "
+        "FROM metadata.tables t JOIN metadata.profile_stats s ON s.profile_run_id = t.last_profile_run_id "
+        "JOIN information_schema.columns c "
+        "ON (c.table_schema, c.table_name, c.column_name) = (t.schema_name, t.table_name, s.column_name) "
+        "WHERE t.data_source_id = :data_source_id AND t.schema_name = :schema_name AND t.table_name <> :exclude "
+        "AND s.is_unique AND s.column_name <> :tenant_column ORDER BY t.table_name, s.ordinal_position",
+        {
+            "data_source_id": source.data_source_id,
+            "schema_name": schema,
+            "exclude": exclude_table,
+            "tenant_column": tenant_column,
+        },
+    )
+    profiles = []
+    for table, rows in frame.groupby("table_name", sort=True):
+        columns = tuple(
+            ColumnProfile(
+                name=str(r.column_name),
+                ordinal=int(r.ordinal_position),
+                data_type=str(r.data_type),
+                kind=kind_of(str(r.data_type)),
+                non_null_count=int(r.row_count) - int(r.null_count),
+                null_count=int(r.null_count),
+                distinct_count=int(r.distinct_count),
+                min_value=None,
+                max_value=None,
+                avg_value=None,
+                min_length=None,
+                max_length=None,
+                top_values=(),
+                pattern_shares={},
+                inferred_type=str(r.inferred_type),
+                pattern=None,
+                is_unique=True,
+            )
+            for r in rows.itertuples(index=False)
+        )
+        first = rows.iloc[0]
+        profiles.append(
+            TableProfile(
+                schema=schema,
+                table=str(table),
+                tenant_id=source.tenant_id,
+                profiled_at=pd.Timestamp(first["last_profiled_at"]).to_pydatetime(),
+                row_count=int(first["row_count"]),
+                columns=columns,
+                candidate_keys=tuple((c.name,) for c in columns),
+                tenant_column=tenant_column,
+            )
+        )
+    return profiles

@@ -202,6 +202,11 @@ class TableProfile:
         raise KeyError(f"{self.qualified_name} profile has no column {name!r}")
 
 
+def kind_of(data_type: str) -> Kind:
+    """How the profiler treats a warehouse type (`information_schema` spelling)."""
+    return _KINDS.get(data_type, "other")
+
+
 def _scope(tenant_column: str | None, alias: str | None = None) -> sql.Composable:
     if tenant_column is None:
         return sql.SQL("TRUE")
