@@ -570,3 +570,22 @@ def reference_profiles(
             )
         )
     return profiles
+
+
+def repository_summary(warehouse: WarehouseResource) -> list[str]:
+    """One line per profiled table and tenant from `metadata.tables`: what an operator reads after a demo or a
+    backfill (rows, columns, candidate keys, candidate foreign keys), newest profile only."""
+    if not _exists(warehouse, TABLES):
+        return []
+    frame = warehouse.query(
+        "SELECT d.tenant_id, t.schema_name || '.' || t.table_name AS name, t.row_count, t.column_count, "
+        "t.candidate_keys::text AS keys, t.foreign_keys::text AS fks "
+        "FROM metadata.tables t JOIN metadata.data_sources d ON d.data_source_id = t.data_source_id "
+        "ORDER BY t.schema_name, t.table_name, d.tenant_id"
+    )
+    lines = [f"{'profile':<28}{'tenant':<10}{'rows':>8}{'columns':>9}  candidate keys; foreign keys"]
+    for r in frame.itertuples(index=False):
+        keys = ", ".join("(" + ", ".join(k) + ")" for k in json.loads(r.keys or "[]")) or "none"
+        fks = ", ".join(f"{fk['column']} -> {fk['ref_table']}.{fk['ref_column']}" for fk in json.loads(r.fks or "[]"))
+        lines.append(f"{r.name:<28}{r.tenant_id:<10}{r.row_count:>8}{r.column_count:>9}  {keys}; {fks or 'none'}")
+    return lines

@@ -526,6 +526,10 @@ def _foreign_keys(
 
     A column that is itself a single-column key of its table is not a candidate (ids of unrelated tables often
     overlap as 1..N ranges), and a key that has fewer distinct values than the column cannot contain it.
+
+    Small id ranges are contained in many keys (values 1..5 lie inside every table's 1..N ids), so each column keeps
+    one candidate, the most likely: a key of the table the column is named after, then the highest coverage, then
+    the tightest key (fewest distinct values: containment in it implies less by chance), then the key's position.
     """
     own_keys = {k[0] for k in profile.candidate_keys if len(k) == 1}
     checks: list[tuple[ColumnProfile, TableProfile, ColumnProfile]] = []
@@ -578,14 +582,22 @@ def _foreign_keys(
                 scope_r=_scope(ref.tenant_column, "r"),
             )
         )
-    found = []
+    best: dict[str, tuple[tuple[bool, float, int, int], ForeignKeyCandidate]] = {}
     for i, distinct_values, contained in sorted(
         conn.execute(sql.SQL(" UNION ALL ").join(branches), {"tenant": profile.tenant_id}).fetchall()
     ):
         col, ref, key = checks[i]
         if distinct_values and contained / distinct_values >= threshold:
-            found.append(ForeignKeyCandidate(col.name, ref.schema, ref.table, key.name, distinct_values, contained))
-    return found
+            candidate = ForeignKeyCandidate(col.name, ref.schema, ref.table, key.name, distinct_values, contained)
+            rank = (not _names_table(col.name, ref.table), -candidate.coverage, key.distinct_count, key.ordinal)
+            if col.name not in best or rank < best[col.name][0]:
+                best[col.name] = (rank, candidate)
+    return [best[col.name][1] for col in profile.columns if col.name in best]
+
+
+def _names_table(column: str, table: str) -> bool:
+    """ERP fields are named after the record they point to (`subsidiary`, `item`, `customer_id`)."""
+    return column.lower().removesuffix("_id").removesuffix("id").rstrip("_") == table.lower() or column == table
 
 
 def _format_value(value: float | datetime | None) -> str:
