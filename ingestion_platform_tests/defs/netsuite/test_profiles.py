@@ -2,6 +2,8 @@
 real asset; each check is shown to fail on injected drift, anomaly and duplicates. Expected numbers come from the
 warehouse or the sandbox by plain SQL, never from the profiler."""
 
+import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,23 @@ def test_automation_profiles_a_tenant_once_after_a_long_backfill() -> None:
     assert result.get_requested_partitions(profile_key("customer")) == {"globex"}
     assert result.total_requested == 1
     instance.dispose()
+
+
+def test_automation_waits_while_a_load_of_the_tenant_is_in_progress(make_env: Any) -> None:
+    """Day runs of one tenant (a multi-run backfill): no profile while one of them still runs, one after."""
+    env = make_env(latency_s=1.0)
+    defs = dg.Definitions(assets=[customer, customer_profile], resources=env.resources)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=env.instance)
+    assert env.run([customer], f"{START}|acme").success
+    slow = threading.Thread(target=env.run, args=([customer], f"{START + timedelta(days=1)}|acme"))
+    slow.start()
+    deadline = time.monotonic() + 60
+    while not env.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        assert time.monotonic() < deadline, "the second load never started"
+        time.sleep(0.05)
+    during = dg.evaluate_automation_conditions(defs=defs, instance=env.instance, cursor=result.cursor)
+    slow.join()
+    assert during.total_requested == 0  # day 1 is loaded, but day 2 of the same tenant is still loading
+    after = dg.evaluate_automation_conditions(defs=defs, instance=env.instance, cursor=during.cursor)
+    assert after.get_requested_partitions(profile_key("customer")) == {"acme"}
+    assert after.total_requested == 1
