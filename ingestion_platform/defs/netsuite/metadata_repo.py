@@ -18,13 +18,13 @@ is read through it, so a run that failed half-way is never seen as history.
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile, kind_of
+from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile, key_column_profile
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.tenants import NetSuiteSettings
 from ingestion_platform.warehouse import Column, LoadResult, TableSpec
@@ -535,24 +535,15 @@ def reference_profiles(
     profiles = []
     for table, rows in frame.groupby("table_name", sort=True):
         columns = tuple(
-            ColumnProfile(
-                name=str(r.column_name),
-                ordinal=int(r.ordinal_position),
-                data_type=str(r.data_type),
-                kind=kind_of(str(r.data_type)),
-                non_null_count=int(r.row_count) - int(r.null_count),
-                null_count=int(r.null_count),
-                distinct_count=int(r.distinct_count),
-                min_value=None,
-                max_value=None,
-                avg_value=None,
-                min_length=None,
-                max_length=None,
-                top_values=(),
-                pattern_shares={},
+            replace(
+                key_column_profile(
+                    str(r.column_name),
+                    int(r.ordinal_position),
+                    str(r.data_type),
+                    int(r.row_count) - int(r.null_count),
+                    int(r.distinct_count),
+                ),
                 inferred_type=str(r.inferred_type),
-                pattern=None,
-                is_unique=True,
             )
             for r in rows.itertuples(index=False)
         )

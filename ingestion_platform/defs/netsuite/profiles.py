@@ -11,7 +11,8 @@ policy), so 300 day partitions yield one profile after the run, not 300; the dai
 one per day. The running `automation` sensor (defs/platform) evaluates the condition.
 
 Foreign-key candidates are looked for in the other tables' last recorded profiles of the same tenant
-(`reference_profiles`): a table profiled before its references finds those keys at its next profile.
+(`reference_profiles`: every key candidate they found) and, for a table not profiled yet, in its declared key
+(`declared_key_profile`), so the first profiles of a tenant find each other's ids in any order.
 """
 
 import dagster as dg
@@ -21,7 +22,9 @@ from ingestion_platform.defs.netsuite.assets import configured_tables
 from ingestion_platform.defs.netsuite.extract import SCHEMA, TENANT, base_spec
 from ingestion_platform.defs.netsuite.metadata_repo import netsuite_data_source, reference_profiles
 from ingestion_platform.defs.netsuite.profile_run import ANOMALY_CHECK, KEY_CHECK, SCHEMA_DRIFT_CHECK, run_profile
+from ingestion_platform.defs.netsuite.profiling import declared_key_profile
 from ingestion_platform.defs.netsuite.schedules import NETSUITE_DAILY_CRON
+from ingestion_platform.defs.netsuite.suiteql import key_column
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.retry import STEP_RETRY
@@ -99,6 +102,12 @@ def build_profile_asset(table: str) -> dg.AssetsDefinition:
         if not warehouse.scalar("SELECT to_regclass(:name) IS NOT NULL", {"name": spec.qualified_name}):
             return _skipped(f"{spec.qualified_name} is not loaded yet")
         source = netsuite_data_source(tenant_id, settings, refresh_schedule=NETSUITE_DAILY_CRON)
+        references = reference_profiles(warehouse, source, SCHEMA, exclude_table=table, tenant_column=TENANT)
+        profiled = {ref.table for ref in references}
+        for other in settings.tables:  # not profiled yet: its declared key stands in until it is
+            if other != table and other not in profiled:
+                declared = declared_key_profile(warehouse, SCHEMA, other, key_column(other), tenant_id=tenant_id)
+                references += [declared] if declared is not None else []
         outcome = run_profile(
             warehouse,
             source,
@@ -107,7 +116,7 @@ def build_profile_asset(table: str) -> dg.AssetsDefinition:
             run_id=context.run.run_id,
             key=spec.key,
             tenant_id=tenant_id,
-            references=reference_profiles(warehouse, source, SCHEMA, exclude_table=table, tenant_column=TENANT),
+            references=references,
         )
         context.log.info(
             f"{tenant_id}: {spec.qualified_name} {outcome.profile.row_count} rows, "

@@ -207,6 +207,71 @@ def kind_of(data_type: str) -> Kind:
     return _KINDS.get(data_type, "other")
 
 
+def key_column_profile(name: str, ordinal: int, data_type: str, rows: int, distinct: int) -> ColumnProfile:
+    """A unique, non-null column described only as far as foreign-key detection reads it (type, distinct count):
+    the key of a table known without profiling it again."""
+    kind = kind_of(data_type)
+    return ColumnProfile(
+        name=name,
+        ordinal=ordinal,
+        data_type=data_type,
+        kind=kind,
+        non_null_count=rows,
+        null_count=0,
+        distinct_count=distinct,
+        min_value=None,
+        max_value=None,
+        avg_value=None,
+        min_length=None,
+        max_length=None,
+        top_values=(),
+        pattern_shares={},
+        inferred_type=_DECLARED_INFERRED.get(data_type, data_type) if kind != "text" else "text",
+        pattern=None,
+        is_unique=True,
+    )
+
+
+def declared_key_profile(
+    warehouse: WarehouseResource,
+    schema: str,
+    table: str,
+    key: str,
+    *,
+    tenant_id: str,
+    tenant_column: str = "tenant_id",
+) -> TableProfile | None:
+    """`table` reduced to its declared key (unique per tenant by its primary key), from one count: a reference for
+    foreign-key detection before the table has a profile of its own. None when the table or column is missing."""
+    for name in (schema, table, key, tenant_column):
+        check_identifier(name)
+    with warehouse.raw_connection() as conn:
+        found = conn.execute(
+            "SELECT ordinal_position, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+            (schema, table, key),
+        ).fetchone()
+        if found is None:
+            return None
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+                sql.Identifier(schema, table), sql.Identifier(tenant_column)
+            ),
+            (tenant_id,),
+        ).fetchone()
+    rows = int(row[0]) if row else 0
+    return TableProfile(
+        schema=schema,
+        table=table,
+        tenant_id=tenant_id,
+        profiled_at=datetime.now(UTC),
+        row_count=rows,
+        columns=(key_column_profile(key, int(found[0]), str(found[1]), rows, rows),),
+        candidate_keys=((key,),),
+        tenant_column=tenant_column,
+    )
+
+
 def _scope(tenant_column: str | None, alias: str | None = None) -> sql.Composable:
     if tenant_column is None:
         return sql.SQL("TRUE")

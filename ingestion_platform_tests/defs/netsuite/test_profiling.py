@@ -11,6 +11,7 @@ from ingestion_platform.defs.netsuite.profiling import (
     TableProfile,
     TopValue,
     column_schema,
+    declared_key_profile,
     profile_metadata,
     profile_table,
     stats_table,
@@ -297,4 +298,14 @@ def test_each_column_keeps_its_most_likely_foreign_key(warehouse: WarehouseResou
     assert [(fk.column, fk.ref_qualified_name) for fk in vendor.foreign_keys] == [
         ("account", "erp.account.id"),  # named after account, although subsidiary's 5 ids hold its 3 values too
         ("owner", "erp.subsidiary.id"),  # no table named owner: the tightest key holding all 5 values
+    ]
+    # Before subsidiary has a profile, its declared key stands in: one count, the same candidate.
+    declared = declared_key_profile(warehouse, "erp", "subsidiary", "id", tenant_id="acme")
+    assert declared is not None and declared.column("id").distinct_count == 5
+    assert declared.column("id").inferred_type == refs[0].column("id").inferred_type == "integer"
+    assert declared_key_profile(warehouse, "erp", "missing", "id", tenant_id="acme") is None
+    owner = profile_table(warehouse, "erp", "vendor", tenant_id="acme", references=[declared]).foreign_keys
+    assert [(fk.column, fk.ref_qualified_name) for fk in owner] == [
+        ("account", "erp.subsidiary.id"),
+        ("owner", "erp.subsidiary.id"),
     ]
