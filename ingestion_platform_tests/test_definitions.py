@@ -30,6 +30,7 @@ CONTRACT_KEYS = {
     "recsys/item_features",
     "recsys/training_samples",
     *(f"netsuite/{table}" for table in NETSUITE_DEFAULT_TABLES),
+    *(f"netsuite/profile/{table}" for table in NETSUITE_DEFAULT_TABLES),
 }
 
 
@@ -242,3 +243,13 @@ def test_netsuite_table_list_comes_from_the_environment_not_tenants_yaml(monkeyp
     monkeypatch.setenv(TABLES_ENV, "customer;drop")
     with pytest.raises(ValueError, match="identifier"):
         configured_tables()
+
+
+def test_netsuite_profiles_are_per_tenant_and_follow_each_tables_loads(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    for table in NETSUITE_DEFAULT_TABLES:
+        node = graph.get(dg.AssetKey(["netsuite", "profile", table]))
+        assert node.parent_keys == {dg.AssetKey(["netsuite", table])}
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "tenant"
+        assert node.automation_condition is not None
+        assert {c.name for c in node.check_keys} == {"schema_drift", "profile_anomalies", "primary_key_unique"}
