@@ -153,14 +153,22 @@ def _give_up_queued(engine: sa.Engine, crawl: Crawl, now: datetime, timeout: tim
 def _apply(
     engine: sa.Engine, crawl: Crawl, progress: Progress, now: datetime, timeout: timedelta, ready: list[Crawl]
 ) -> str:
-    ids = {"tenant_id": crawl.tenant_id, "crawl_id": crawl.crawl_id}
+    tenant_id, crawl_id = crawl.tenant_id, crawl.crawl_id
     if progress.status == "ready":
-        crawl_state.set_status(engine, **ids, status="ready", completed_at=now)
+        crawl_state.set_status(engine, tenant_id=tenant_id, crawl_id=crawl_id, status="ready", completed_at=now)
         ready.append(crawl)
         return "ready"
     if progress.status == "failed":
         error = progress.error or "BrightData reported the crawl failed without a message"
-        crawl_state.set_status(engine, **ids, status="failed", stage="crawl", error=error, completed_at=now)
+        crawl_state.set_status(
+            engine,
+            tenant_id=tenant_id,
+            crawl_id=crawl_id,
+            status="failed",
+            stage="crawl",
+            error=error,
+            completed_at=now,
+        )
         return "failed"
     # starting, running, collecting, digesting, or a status BrightData adds later: still running.
     waited = now - crawl.triggered_at
@@ -169,7 +177,15 @@ def _apply(
             f"no result after {waited.total_seconds() / 60:.0f} minutes (limit {timeout.total_seconds() / 60:.0f}); "
             f"BrightData last said {progress.status!r}"
         )
-        crawl_state.set_status(engine, **ids, status="timed_out", stage="progress", error=error, completed_at=now)
+        crawl_state.set_status(
+            engine,
+            tenant_id=tenant_id,
+            crawl_id=crawl_id,
+            status="timed_out",
+            stage="progress",
+            error=error,
+            completed_at=now,
+        )
         return "timed_out"
     return "running"
 
