@@ -9,6 +9,7 @@ One browser serves the module; the data the pages show is made by this module (r
 left to the order in which other suites run.
 """
 
+import json
 import math
 import os
 import re
@@ -20,7 +21,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Response, ViewportSize, expect, sync_playwright
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from ingestion_platform.definitions import defs
 from ingestion_platform_tests.e2e.stack import LOCATION, ROOT, UIStack
@@ -40,6 +50,9 @@ ARTIFACTS = Path(os.environ.get("INGESTION_TEST_ARTIFACTS") or ROOT / ".ci-artif
 VIEWPORT = ViewportSize(width=1600, height=1200)
 # A loaded 2-core machine renders the asset graph slowly; every wait is on an element, bounded by this.
 TIMEOUT_MS = 60_000
+# The asset graph's zoom for the whole-graph view: above 0.6 the UI draws full nodes, whose names are not shortened
+# (ui-core asset-graph MINIMAL_SCALE).
+GRAPH_SCALE = 0.8
 # The asset the partitions and run pages show: one day x tenant step each, cheap to run for both tenants.
 ASSET = ("sftp", "users")
 DEMO_TENANTS = ("acme", "globex")
@@ -146,18 +159,23 @@ def ui(browser: BrowserContext, ui_stack: UIStack, request: pytest.FixtureReques
         page.close()
 
 
-@pytest.fixture(scope="module")
-def materialized(ui_stack: UIStack) -> dict[str, str]:
-    """The asset's newest seeded day loaded for both demo tenants, as runs launched over GraphQL: tenant -> run id."""
+@pytest.fixture(scope="module", autouse=True)
+def launched(ui_stack: UIStack) -> dict[str, str]:
+    """The asset's newest seeded day for both demo tenants, launched over GraphQL as the module starts (the runs go on
+    while the first pages are checked): tenant -> run id."""
     assert set(DEMO_TENANTS) <= set(ui_stack.tenants)
-    day = ui_stack.days[-1]
-    runs = {tenant: ui_stack.materialize([ASSET], partition=f"{day}|{tenant}") for tenant in DEMO_TENANTS}
-    for tenant, run_id in runs.items():
+    return {tenant: ui_stack.materialize([ASSET], partition=f"{ui_stack.days[-1]}|{tenant}") for tenant in DEMO_TENANTS}
+
+
+@pytest.fixture(scope="module")
+def materialized(ui_stack: UIStack, launched: dict[str, str]) -> dict[str, str]:
+    """The launched runs, once every one of them succeeded."""
+    for tenant, run_id in launched.items():
         status = ui_stack.wait_for_run(run_id, timeout=600)
         if status != "SUCCESS":
             messages = "\n".join(m["message"] for m in ui_stack.run_messages(run_id)[-30:])
-            pytest.fail(f"{'/'.join(ASSET)} {day}|{tenant}: run {run_id} ended {status}\n{messages}")
-    return runs
+            pytest.fail(f"{'/'.join(ASSET)} {ui_stack.days[-1]}|{tenant}: run {run_id} ended {status}\n{messages}")
+    return launched
 
 
 def test_global_asset_lineage_shows_every_asset(ui: UIPage, definitions: dg.Definitions) -> None:
@@ -176,11 +194,12 @@ def test_global_asset_lineage_shows_every_asset(ui: UIPage, definitions: dg.Defi
     width, height = float(graph.get_attribute("width") or 0), float(graph.get_attribute("height") or 0)
     box = viewport.bounding_box()
     assert box and width and height
-    scale = 0.8
     ui.page.set_viewport_size(
         {
-            "width": max(VIEWPORT["width"], math.ceil(VIEWPORT["width"] - box["width"] + width * scale)),
-            "height": max(VIEWPORT["height"], math.ceil(VIEWPORT["height"] - box["height"] + height * scale + 80)),
+            "width": max(VIEWPORT["width"], math.ceil(VIEWPORT["width"] - box["width"] + width * GRAPH_SCALE)),
+            "height": max(
+                VIEWPORT["height"], math.ceil(VIEWPORT["height"] - box["height"] + height * GRAPH_SCALE + 80)
+            ),
         }
     )
     viewport.dispatch_event("dblclick")
@@ -201,6 +220,7 @@ def test_partitions_page_shows_the_tenants_materialized_partition(
     ui.open(f"/assets/{'/'.join(ASSET)}?view=partitions&partition={partition}")
     page = ui.page
     # Both dimensions listed, our tenant among the tenant keys, and the partition's detail: materialized by a run.
+    expect(page.get_by_text(partition, exact=True).first).to_be_visible()
     expect(page.get_by_text(str(ui_stack.days[-1]), exact=True).first).to_be_visible()
     for name in DEMO_TENANTS:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
@@ -252,3 +272,23 @@ def test_run_page_shows_the_successful_run_and_its_logs(
     expect(page.get_by_text(f'Started execution of step "{step}".', exact=True)).to_be_visible()
     expect(page.get_by_text(re.compile(rf"^{DEMO_TENANTS[0]}: users_\d{{8}}\.csv"))).to_be_visible()
     ui.check()
+
+
+def test_the_checks_fail_on_an_error_the_ui_shows(ui: UIPage) -> None:
+    """The webserver answering one of the automation page's queries with a GraphQL error (as it does when a resolver
+    raises) must fail `check`: the UI logs it to the console and shows its error toast."""
+
+    def graphql_error(route: Route) -> None:
+        route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=json.dumps({"data": None, "errors": [{"message": "raised by the browser suite", "path": ["sensor"]}]}),
+        )
+
+    ui.page.route("**/graphql?op=SingleSensorQuery", graphql_error)
+    ui.open("/automation")
+    expect(ui.page.get_by_text("Unexpected GraphQL error").first).to_be_visible()
+    with pytest.raises(AssertionError) as failed:
+        ui.check()
+    assert "error toast shown" in str(failed.value)
+    assert "console error: [GraphQL error]" in str(failed.value)
