@@ -117,7 +117,9 @@ def combined_check_results(outcomes: Mapping[str, ProfileOutcome]) -> list[dg.As
             ),
         }
         if name == KEY_CHECK:
-            metadata["duplicate_keys"] = dg.MetadataValue.int(sum(o.key_check.duplicate_keys for o in outcomes.values()))
+            metadata["duplicate_keys"] = dg.MetadataValue.int(
+                sum(o.key_check.duplicate_keys for o in outcomes.values())
+            )
             metadata["rows_with_null_key"] = dg.MetadataValue.int(
                 sum(o.key_check.rows_with_null_key for o in outcomes.values())
             )

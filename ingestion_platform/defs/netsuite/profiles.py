@@ -36,7 +36,12 @@ from ingestion_platform.defs.netsuite.profile_run import (
     combined_check_results,
     run_profile,
 )
-from ingestion_platform.defs.netsuite.profiling import column_schema, declared_key_profile, stats_table, summary_markdown
+from ingestion_platform.defs.netsuite.profiling import (
+    column_schema,
+    declared_key_profile,
+    stats_table,
+    summary_markdown,
+)
 from ingestion_platform.defs.netsuite.schedules import NETSUITE_DAILY_CRON
 from ingestion_platform.defs.netsuite.suiteql import key_column
 from ingestion_platform.resources.tenants import TenantsResource
@@ -167,7 +172,9 @@ def profiles_metadata(outcomes: dict[str, ProfileOutcome]) -> dict[str, Any]:
         "tables_profiled": dg.MetadataValue.json(list(outcomes)),
         "profiles": dg.MetadataValue.table(records, schema=_SUMMARY_SCHEMA),
         "summary": dg.MetadataValue.md(
-            "\n\n".join(f"{summary_markdown(o.profile)}\n- schema drift: {o.drift.describe()}" for o in outcomes.values())
+            "\n\n".join(
+                f"{summary_markdown(o.profile)}\n- schema drift: {o.drift.describe()}" for o in outcomes.values()
+            )
         ),
         "rows_profiled": dg.MetadataValue.int(sum(o.profile.row_count for o in outcomes.values())),
         "profile_seconds": dg.MetadataValue.float(round(sum(o.profile.seconds for o in outcomes.values()), 3)),

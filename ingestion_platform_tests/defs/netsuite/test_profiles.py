@@ -57,12 +57,17 @@ def test_profile_follows_the_load_and_records_history(make_env: Any) -> None:
     event = materialization(result)
     assert event.partition == "acme"
     assert event.metadata["tables_profiled"].value == ["customer"]
-    assert event.metadata["tables_skipped"].value == {"transaction": "nothing loaded", "transactionline": "nothing loaded"}
+    assert event.metadata["tables_skipped"].value == {
+        "transaction": "nothing loaded",
+        "transactionline": "nothing loaded",
+    }
     assert str(event.metadata["profile_scope"].value).startswith("all tables: first profile")
     rows = env.warehouse.scalar("SELECT count(*) FROM netsuite.customer WHERE tenant_id = 'acme'")
     live, deleted = (len(env.truth(q)) for q in ("SELECT id FROM customer", DELETED_CUSTOMERS))
     assert rows == live + deleted and live > 0  # deleted records stay as tombstones
-    (summary,) = event.metadata["profiles"].value.records
+    table = event.metadata["profiles"]
+    assert isinstance(table, dg.TableMetadataValue)
+    (summary,) = table.records
     assert (summary.data["table"], summary.data["rows"]) == ("netsuite.customer", rows)
     assert event.metadata["rows_profiled"].value == rows
     schema = event.metadata["columns/customer"].value
@@ -105,7 +110,8 @@ def test_profile_follows_the_load_and_records_history(make_env: Any) -> None:
     execute(env, "DELETE FROM netsuite.customer WHERE tenant_id = 'acme' AND id % 10 <> 0")
     anomaly = checks(profile(env))[ANOMALY_CHECK]
     assert not anomaly.passed and "customer: " in (anomaly.description or "")
-    assert "row_count" in anomaly.metadata["reasons"].value["customer"]
+    reasons = anomaly.metadata["reasons"].value
+    assert isinstance(reasons, dict) and "row_count" in reasons["customer"]
     assert anomaly.severity == dg.AssetCheckSeverity.WARN
     assert env.warehouse.scalar("SELECT count(*) FROM metadata.profile_runs") == 4
 
