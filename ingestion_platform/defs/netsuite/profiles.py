@@ -94,23 +94,27 @@ def _skipped(reason: str) -> dg.MaterializeResult:
 
 
 def loaded_since_last_profile(instance: dg.DagsterInstance, tenant_id: str, tables: Sequence[str]) -> set[str] | None:
-    """The tables with a load of `tenant_id` recorded after the tenant's last `netsuite/profile`; None before its
-    first profile. Reads only the event log records newer than that profile, newest first, and stops at the first
-    one of the tenant, so the cost follows the loads since the last profile, not the table's history."""
+    """The tables with a load of `tenant_id` recorded since the tenant's last `netsuite/profile` run started (a load
+    that finished while that run was profiling may have been missed by it); None before the first profile. Reads
+    only the event log records newer than that, newest first, and stops at the first one of the tenant, so the
+    cost follows the loads since the last profile, not the table's history."""
     last = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=PROFILE_KEY, asset_partitions=[tenant_id]), limit=1
     ).records
     if not last:
         return None
+    run = instance.get_run_record_by_id(last[0].run_id)
+    started = run.start_time if run is not None else None
     loaded = set()
     for table in tables:
+        since = (
+            dg.AssetRecordsFilter(asset_key=table_key(table), after_timestamp=started)
+            if started is not None
+            else dg.AssetRecordsFilter(asset_key=table_key(table), after_storage_id=last[0].storage_id)
+        )
         cursor = None
         while True:
-            page = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=table_key(table), after_storage_id=last[0].storage_id),
-                limit=_EVENT_PAGE,
-                cursor=cursor,
-            )
+            page = instance.fetch_materializations(since, limit=_EVENT_PAGE, cursor=cursor)
             if any((r.partition_key or "").rsplit("|", 1)[-1] == tenant_id for r in page.records):
                 loaded.add(table)
                 break
