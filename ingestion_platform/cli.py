@@ -217,10 +217,10 @@ def demo(args: argparse.Namespace) -> int:
             print(f"  netsuite tables {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
             if not result.success:
                 failed.append(result.run_id)
-        from ingestion_platform.defs.netsuite.profiles import netsuite_profile_assets
+        from ingestion_platform.defs.netsuite.profiles import PROFILE_KEY
 
-        # What the automation sensor does after each table's loads, done here at once per tenant.
-        profiles = all_assets.get_subset(asset_selection={a.key for a in netsuite_profile_assets})
+        # What the automation sensor does after a tenant's loads, done here at once per tenant.
+        profiles = all_assets.get_subset(asset_selection={PROFILE_KEY})
         for tenant in tenants:
             result = profiles.execute_in_process(
                 instance=instance, partition_key=tenant, run_config=QUIET, raise_on_error=False

@@ -30,7 +30,7 @@ CONTRACT_KEYS = {
     "recsys/item_features",
     "recsys/training_samples",
     *(f"netsuite/{table}" for table in NETSUITE_DEFAULT_TABLES),
-    *(f"netsuite/profile/{table}" for table in NETSUITE_DEFAULT_TABLES),
+    "netsuite/profile",
 }
 
 
@@ -245,11 +245,16 @@ def test_netsuite_table_list_comes_from_the_environment_not_tenants_yaml(monkeyp
         configured_tables()
 
 
-def test_netsuite_profiles_are_per_tenant_and_follow_each_tables_loads(definitions: dg.Definitions) -> None:
+def test_netsuite_profile_is_one_asset_per_tenant_following_every_tables_loads(definitions: dg.Definitions) -> None:
     graph = definitions.resolve_asset_graph()
-    for table in NETSUITE_DEFAULT_TABLES:
-        node = graph.get(dg.AssetKey(["netsuite", "profile", table]))
-        assert node.parent_keys == {dg.AssetKey(["netsuite", table])}
-        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "tenant"
-        assert node.automation_condition is not None
-        assert {c.name for c in node.check_keys} == {"schema_drift", "profile_anomalies", "primary_key_unique"}
+    node = graph.get(dg.AssetKey(["netsuite", "profile"]))
+    assert node.parent_keys == {dg.AssetKey(["netsuite", table]) for table in NETSUITE_DEFAULT_TABLES}
+    for parent in node.parent_keys:
+        mapping = graph.get_partition_mapping(node.key, parent)
+        assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+        assert mapping.partition_dimension_name == "tenant"
+    assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "tenant"
+    assert node.automation_condition is not None
+    assert node.group_name == "netsuite" and node.pools == {"netsuite_profile"}
+    assert {c.name for c in node.check_keys} == {"schema_drift", "profile_anomalies", "primary_key_unique"}
+    assert not [k for k in graph.get_all_asset_keys() if k.path[:2] == ["netsuite", "profile"] and len(k.path) > 2]

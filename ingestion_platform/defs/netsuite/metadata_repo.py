@@ -563,6 +563,18 @@ def reference_profiles(
     return profiles
 
 
+def profiled_tables(warehouse: WarehouseResource, source: DataSource, schema: str) -> set[str]:
+    """The tables of `source` with a recorded profile: a table never profiled is profiled even when it was loaded
+    before the last profile run (added to the tenant's tables since, or skipped then for having no rows)."""
+    if not _exists(warehouse, TABLES):
+        return set()
+    frame = warehouse.query(
+        "SELECT table_name FROM metadata.tables WHERE data_source_id = :data_source_id AND schema_name = :schema_name",
+        {"data_source_id": source.data_source_id, "schema_name": schema},
+    )
+    return set(frame["table_name"].astype(str))
+
+
 def repository_summary(warehouse: WarehouseResource) -> list[str]:
     """One line per profiled table and tenant from `metadata.tables`: what an operator reads after a demo or a
     backfill (rows, columns, candidate keys, candidate foreign keys), newest profile only."""

@@ -1,11 +1,11 @@
-"""One profile run as a `netsuite/profile` asset performs it: profile, compare with history, record, report.
+"""One table's profile run as the `netsuite/profile` asset performs it: profile, compare with history, record,
+report; and the asset's three checks judged across every table it profiled (`combined_check_results`).
 
-The asset stays thin: it calls `run_profile` and returns `MaterializeResult(metadata=outcome.metadata(),
-check_results=outcome.check_results())` with `check_specs` named by CHECK_NAMES. History is read before the run is
-recorded and without the run's own id, so a retried step compares against the same history as the first attempt.
+History is read before the run is recorded and without the run's own id, so a retried step compares against the
+same history as the first attempt.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +97,45 @@ def run_profile(
     key_check = key_uniqueness(warehouse, schema, table, key, tenant_id=tenant_id)
     recorded = record_profile(warehouse, source, profile, run_id=run_id)
     return ProfileOutcome(profile, recorded, tuple(history), drift, tuple(anomalies), key_check)
+
+
+def combined_check_results(outcomes: Mapping[str, ProfileOutcome]) -> list[dg.AssetCheckResult]:
+    """The three checks over several tables' outcomes (keyed by table): a check fails when any table fails it, and
+    says which tables and why, so one asset's checks stand for every table it profiled. Severities stay those of
+    the per-table results (drift and anomalies WARN, key ERROR)."""
+    results = []
+    for name in CHECK_NAMES:
+        per_table = {table: _by_name(outcome.check_results(), name) for table, outcome in outcomes.items()}
+        failing = {table: result for table, result in per_table.items() if not result.passed}
+        shown = failing or per_table
+        metadata: dict[str, Any] = {
+            "tables_checked": dg.MetadataValue.json(sorted(per_table)),
+            "failing_tables": dg.MetadataValue.json(sorted(failing)),
+            "reasons": dg.MetadataValue.json({table: result.description for table, result in failing.items()}),
+            "by_table": dg.MetadataValue.json(
+                {table: {k: v.value for k, v in result.metadata.items()} for table, result in per_table.items()}
+            ),
+        }
+        if name == KEY_CHECK:
+            metadata["duplicate_keys"] = dg.MetadataValue.int(
+                sum(o.key_check.duplicate_keys for o in outcomes.values())
+            )
+            metadata["rows_with_null_key"] = dg.MetadataValue.int(
+                sum(o.key_check.rows_with_null_key for o in outcomes.values())
+            )
+        severity = next(iter(per_table.values())).severity if per_table else dg.AssetCheckSeverity.ERROR
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=not failing,
+                severity=severity,
+                description="; ".join(f"{table}: {result.description}" for table, result in shown.items())
+                or "no table profiled",
+                metadata=metadata,
+            )
+        )
+    return results
+
+
+def _by_name(results: Sequence[dg.AssetCheckResult], name: str) -> dg.AssetCheckResult:
+    return next(r for r in results if r.check_name == name)
