@@ -11,7 +11,7 @@ a tenant whose latest update lies beyond it looks older than it is, which errs t
 """
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -39,6 +39,7 @@ class TenantUpdates:
     by_tenant: dict[str, Update]
     records_read: int
     truncated: bool
+    unattributed: int
 
 
 def tenant_of_partition(partitions_def: dg.PartitionsDefinition | None, partition_key: str | None) -> str | None:
@@ -75,17 +76,28 @@ def latest_updates_by_tenant(
     after_timestamp: float | None = None,
     limit: int = DEFAULT_RECORD_LIMIT,
     partition_tenants: MutableMapping[str, str] | None = None,
+    tenant_ids: Collection[str] = (),
 ) -> TenantUpdates:
     """Each tenant's newest materialization of `asset_key` among the newest `limit` records after `after_timestamp`.
 
     `partition_tenants` is read and extended: pass the same mapping for the assets of one source, upstream first,
     so an asset whose partitions and runs do not name the tenant inherits it from its upstream's partitions.
+    Without `partitions_def` (a reader that has no definitions, like `platform/health`), a `{date}|{tenant}` key
+    or a key among `tenant_ids` (the registered `tenant` partitions) names its tenant.
     """
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, after_timestamp=after_timestamp), limit=limit
     ).records
     known = partition_tenants if partition_tenants is not None else {}
-    need_tags = {r.run_id for r in records if tenant_of_partition(partitions_def, r.partition_key) is None and r.run_id}
+
+    def from_partition(partition: str | None) -> str | None:
+        if partitions_def is not None or partition is None:
+            return tenant_of_partition(partitions_def, partition)
+        if partition in tenant_ids:
+            return partition
+        return tenant_of_tags({"dagster/partition": partition})
+
+    need_tags = {r.run_id for r in records if from_partition(r.partition_key) is None and r.run_id}
     tags_by_run = {
         record.dagster_run.run_id: record.dagster_run.tags
         for record in (
@@ -95,20 +107,22 @@ def latest_updates_by_tenant(
         )
     }
     by_tenant: dict[str, Update] = {}
+    unattributed = 0
     for record in records:  # newest first: the first record seen for a tenant is its latest
         partition = record.partition_key
         tenant = (
-            tenant_of_partition(partitions_def, partition)
+            from_partition(partition)
             or tenant_of_tags(tags_by_run.get(record.run_id, {}))
             or (known.get(partition) if partition else None)
         )
         if tenant is None:
+            unattributed += 1
             continue
         if partition:
             known.setdefault(partition, tenant)
         if tenant not in by_tenant:
             by_tenant[tenant] = Update(tenant, record.timestamp, record.run_id, partition)
-    return TenantUpdates(by_tenant, len(records), truncated=len(records) >= limit)
+    return TenantUpdates(by_tenant, len(records), truncated=len(records) >= limit, unattributed=unattributed)
 
 
 def partition_update(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> Update | None:

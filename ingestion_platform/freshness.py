@@ -277,7 +277,9 @@ def _due(record: "AssetCheckExecutionRecord | None", now: float) -> bool:
     if evaluation is None:
         return True
     next_evaluation = evaluation.metadata.get(NEXT_EVALUATION_KEY)
-    return next_evaluation is None or now >= float(next_evaluation.value)
+    if not isinstance(next_evaluation, dg.TimestampMetadataValue):
+        return True
+    return now >= next_evaluation.value
 
 
 def due_check_keys(

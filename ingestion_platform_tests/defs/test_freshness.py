@@ -1,5 +1,6 @@
 """Freshness per tenant on a real DagsterInstance: fresh after a load, failing when a day or window is missed."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def registry_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def instance() -> dg.DagsterInstance:
+def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme", "globex", "initech"])
         yield instance
