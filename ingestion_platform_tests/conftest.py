@@ -10,8 +10,9 @@ from google.cloud import bigquery
 from ingestion_platform.sandbox.bigquery import BigQueryEmulator, client_for, run_bigquery_emulator
 from ingestion_platform_tests.fixtures.object_store import gcs_server, object_store, s3_server
 from ingestion_platform_tests.fixtures.postgres import postgres_server_url, warehouse, warehouse_url
+from ingestion_platform_tests.fixtures.ui_stack import ui_stack
 
-__all__ = ["gcs_server", "object_store", "postgres_server_url", "s3_server", "warehouse", "warehouse_url"]
+__all__ = ["gcs_server", "object_store", "postgres_server_url", "s3_server", "ui_stack", "warehouse", "warehouse_url"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # The tests load fixed days of 2024 (a fixed clock); the partitions must reach back to them.

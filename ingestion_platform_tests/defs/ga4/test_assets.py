@@ -38,11 +38,11 @@ def _param(event: dict, key: str) -> Any:
     return None
 
 
-def expected_counts(day: date, seed: str = SEED) -> Counter:
+def expected_counts(day: date, seed: str = SEED, n_events: int = 400) -> Counter:
     """Distinct events per type, computed from the generator independently of the SQL under test."""
     seen = set()
     counts: Counter = Counter()
-    for e in generate_events(day, seed=seed, n_events=400):
+    for e in generate_events(day, seed=seed, n_events=n_events):
         if e["event_name"] not in INGESTED_EVENTS:
             continue
         identity = (
