@@ -21,7 +21,6 @@ So each source declares its rules here (`DayLoadedBy`, `UpdatedWithin`) and gets
 A check fails naming the stale tenants and what was expected of each; its metadata holds a per-tenant table.
 """
 
-import time as _time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -319,7 +318,7 @@ def freshness_definitions(
         description=f"Evaluates the `freshness` checks of {source} assets when due and records the results.",
     )
     def freshness_sensor(context: dg.SensorEvaluationContext, tenants: TenantsResource) -> dg.SensorResult:
-        due = due_check_keys(context.instance, check_keys, _time.time())
+        due = due_check_keys(context.instance, check_keys, datetime.now(UTC).timestamp())
         if not due:
             return dg.SensorResult(skip_reason=dg.SkipReason("no freshness check is due"))
         registry = tenants.registry() if needs_registry else None

@@ -5,10 +5,10 @@ success (when, which asset and partition, which run), the lag since then, the la
 and whether a freshness check currently names the tenant stale. It is rebuilt from the Dagster instance every
 15 minutes by `platform_health_schedule` (RUNNING by default).
 
-It stays cheap however long the history grows: per asset, the newest materialization records only (capped,
-indexed by asset key), the latest `freshness` evaluation per asset, and the newest failed runs of the last
-`FAILURE_LOOKBACK` (capped), reading step-failure events only of runs that are some row's latest failure. Nothing
-scans the event log.
+It stays cheap however long the history grows: the instance's asset keys, per asset the newest materialization
+records only (capped, indexed by asset key) and the latest `freshness` evaluation, and the newest failed runs of
+the last `FAILURE_LOOKBACK` (capped), reading a run's step-failure events (indexed by run id) only while it may
+still be some row's latest failure. Nothing scans the event log.
 """
 
 from collections import Counter
@@ -112,6 +112,10 @@ class Board:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Row] = {}
 
+    def has_failure(self, source: str, tenant: str | None) -> bool:
+        row = self.rows.get((source, tenant or NO_TENANT))
+        return row is not None and row.last_failure_at is not None
+
     def row(self, source: str, tenant: str | None) -> Row:
         key = (source, tenant or NO_TENANT)
         if key not in self.rows:
@@ -177,13 +181,17 @@ def collect_stale(instance: dg.DagsterInstance, sources: Mapping[str, list[dg.As
                 board.row(source, str(tenant)).stale_assets.append(key.to_user_string())
 
 
+def _selected_sources(run: dg.DagsterRun) -> set[str]:
+    """The sources a run's asset selection or `source` tag names (a sensor's or the UI's runs have one)."""
+    sources = {key.path[0] for key in run.asset_selection or ()}
+    return sources or ({run.tags["source"]} if run.tags.get("source") else set())
+
+
 def _run_sources(run: dg.DagsterRun, step_keys: Iterable[str]) -> set[str]:
-    """Which sources a failed run was loading: its failed steps' assets, else its asset selection, else its
-    `source` tag; a run that names none (a job killed before any step) is filed under its job's name."""
+    """Which sources a failed run was loading: its failed steps' assets, else its selection; a run that names
+    none (a job killed before any step) is filed under its job's name."""
     sources = {step.split("__")[0] for step in step_keys if "__" in step}
-    sources = sources or {key.path[0] for key in run.asset_selection or ()}
-    sources = sources or ({run.tags["source"]} if run.tags.get("source") else {run.job_name})
-    return sources - {PLATFORM_GROUP}
+    return (sources or _selected_sources(run) or {run.job_name}) - {PLATFORM_GROUP}
 
 
 def _failure_error(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], str | None]:
@@ -211,13 +219,15 @@ def collect_failures(instance: dg.DagsterInstance, board: Board, now: datetime) 
     )
     for record in records:  # newest first: a (source, tenant) keeps the first failure it is given
         run = record.dagster_run
-        failed_at = record.end_time or record.update_timestamp.timestamp()
         tenant = tenant_of_tags(run.tags)
+        selected = _selected_sources(run) - {PLATFORM_GROUP}
+        if selected and all(board.has_failure(source, tenant) for source in selected):
+            continue  # a newer failure already stands for every row this run could update: skip its logs
         step_keys, error = _failure_error(instance, run.run_id)
         for source in _run_sources(run, step_keys):
             row = board.row(source, tenant)
             if row.last_failure_at is None:
-                row.last_failure_at = failed_at
+                row.last_failure_at = record.end_time or record.update_timestamp.timestamp()
                 row.last_failure_run_id = run.run_id
                 row.last_failure_job = run.job_name
                 row.last_failure_error = error
