@@ -101,6 +101,13 @@ def _summary(warehouse_url: str | None, home: Path, instance: "dg.DagsterInstanc
     return "\n".join(lines)
 
 
+def _netsuite_profile_summary(warehouse_url: str | None, home: Path) -> str:
+    from ingestion_platform.defs.netsuite.metadata_repo import repository_summary
+    from ingestion_platform.resources.warehouse import WarehouseResource
+
+    return "\n".join(repository_summary(WarehouseResource(url=warehouse_url, home=str(home))))
+
+
 def _commerce_store(home: Path) -> "ObjectStoreResource":
     """The store the code location's `object_store` resource reads, from the same variables."""
     from ingestion_platform.resources.object_store import ObjectStoreResource
@@ -210,6 +217,22 @@ def demo(args: argparse.Namespace) -> int:
             print(f"  netsuite tables {tenant}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
             if not result.success:
                 failed.append(result.run_id)
+        from ingestion_platform.defs.netsuite.profiles import netsuite_profile_assets
+
+        # What the automation sensor does after each table's loads, done here at once per tenant.
+        profiles = all_assets.get_subset(asset_selection={a.key for a in netsuite_profile_assets})
+        for tenant in tenants:
+            result = profiles.execute_in_process(
+                instance=instance, partition_key=tenant, run_config=QUIET, raise_on_error=False
+            )
+            evaluations = result.get_asset_check_evaluations()
+            passed = sum(e.passed for e in evaluations)
+            print(
+                f"  netsuite profiles {tenant}: {'ok' if result.success else 'FAILED'}, "
+                f"{passed}/{len(evaluations)} checks passed (run {result.run_id})"
+            )
+            if not result.success:
+                failed.append(result.run_id)
         availability = all_assets.get_subset(asset_selection={dg.AssetKey(["ga4", "availability"])})
         result = availability.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         print(f"  ga4/availability: {'ok' if result.success else 'FAILED'}")
@@ -219,6 +242,8 @@ def demo(args: argparse.Namespace) -> int:
         print()
         print(_summary(os.environ.get("WAREHOUSE_URL"), home, instance))
         print(_commerce_summary(os.environ.get("WAREHOUSE_URL"), home))
+        print()
+        print(_netsuite_profile_summary(os.environ.get("WAREHOUSE_URL"), home))
         print()
         print(_recsys_summary(instance, list(tenants)))
     print()
@@ -456,15 +481,20 @@ def generate_recsys(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> int:
     """Production loads with a role that may only read and write rows; this, run as the owner, does the DDL."""
     from ingestion_platform.definitions import defs
-    from ingestion_platform.metadata import declared_tables
+    from ingestion_platform.metadata import declared_tables, declared_views
     from ingestion_platform.resources.warehouse import WarehouseResource
 
-    specs = declared_tables(defs())
+    loaded = defs()
+    specs = declared_tables(loaded)
+    views = declared_views(loaded)
     warehouse = WarehouseResource(url=os.environ.get("WAREHOUSE_URL"), home=str(ingestion_home()))
     changes = warehouse.migrate(specs)
+    with warehouse.raw_connection() as conn, conn.transaction(), conn.cursor() as cur:
+        for statement in views.values():
+            cur.execute(statement)  # CREATE OR REPLACE VIEW: the same statement is a no-op when nothing changed
     for table, todo in sorted(changes.items()):
         print(f"{table}: {'; '.join(todo)}")
-    print(f"{len(specs)} declared tables; {len(changes)} changed")
+    print(f"{len(specs)} declared tables, {len(views)} views ({', '.join(sorted(views))}); {len(changes)} changed")
     return 0
 
 

@@ -29,6 +29,7 @@ def set_status(
     error: str | None = None,
     snapshot_id: str | None = None,
     completed_at: datetime | None = None,
+    triggered_at: datetime | None = None,
 ) -> None:
     """Move one crawl to `status`; `stage` and `error` are cleared unless given, so a success after a failed attempt
     leaves no stale error behind."""
@@ -41,6 +42,9 @@ def set_status(
     if completed_at is not None:
         sets.append("completed_at = :completed_at")
         params["completed_at"] = completed_at
+    if triggered_at is not None:
+        sets.append("triggered_at = :triggered_at")
+        params["triggered_at"] = triggered_at
     with engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -3,7 +3,9 @@
 Definition metadata also carries each asset's full `TableSpec` (as JSON under `ingestion/table/<schema.table>`),
 so `ingestion-platform migrate` can enumerate every declared table from the loaded definitions, without a second
 registry and without any I/O at definition load. Tables written outside assets (a sensor's) are declared the same
-way with `dg.Definitions(metadata=table_spec_metadata(spec))` in their defs module.
+way with `dg.Definitions(metadata=table_spec_metadata(spec))` in their defs module. Views over those tables (the
+contract's `commerce.rejects`) are declared alike under `ingestion/view/<schema.view>`, so a read-only production
+role never has to create one at run time.
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,6 +16,7 @@ import dagster as dg
 from ingestion_platform.warehouse import LoadResult, TableSpec
 
 TABLE_SPEC_PREFIX = "ingestion/table/"
+VIEW_PREFIX = "ingestion/view/"
 
 
 def column_schema(spec: TableSpec) -> dg.TableSchema:
@@ -41,6 +44,20 @@ def definition_metadata(spec: TableSpec) -> dict[str, Any]:
 
 def table_spec_metadata(spec: TableSpec) -> dict[str, Any]:
     return {f"{TABLE_SPEC_PREFIX}{spec.qualified_name}": dg.MetadataValue.json(spec.to_dict())}
+
+
+def view_metadata(qualified_name: str, create_sql: str) -> dict[str, Any]:
+    """`create_sql` must be idempotent (`CREATE OR REPLACE VIEW`): migrate runs it on every call."""
+    return {f"{VIEW_PREFIX}{qualified_name}": dg.MetadataValue.text(create_sql)}
+
+
+def declared_views(defs: dg.Definitions) -> dict[str, str]:
+    """Every declared view's name -> its `CREATE OR REPLACE VIEW` statement, from the definitions' metadata."""
+    return {
+        key.removeprefix(VIEW_PREFIX): value.value if isinstance(value, dg.TextMetadataValue) else str(value)
+        for key, value in defs.metadata.items()
+        if key.startswith(VIEW_PREFIX)
+    }
 
 
 def declared_tables(defs: dg.Definitions) -> list[TableSpec]:

@@ -22,6 +22,9 @@ TENANT_PARTITIONS = dg.DynamicPartitionsDefinition(name=TENANT_DIMENSION)
 # Dagster's tags for a run over a range of partitions (a single-run backfill, or our schedule's lookback).
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Every scheduled and sensor-requested run names its source, so the run queue can limit runs per source
+# (tag_concurrency_limits: deploy/helm/values.yaml); asset tags alone never reach a run's tags.
+SOURCE_TAG = "source"
 # The first day of the daily partitions, YYYY-MM-DD, read when the definitions load.
 PARTITIONS_START_ENV = "INGESTION_PARTITIONS_START"
 DEFAULT_PARTITION_MONTHS = 3

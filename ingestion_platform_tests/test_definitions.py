@@ -30,6 +30,7 @@ CONTRACT_KEYS = {
     "recsys/item_features",
     "recsys/training_samples",
     *(f"netsuite/{table}" for table in NETSUITE_DEFAULT_TABLES),
+    *(f"netsuite/profile/{table}" for table in NETSUITE_DEFAULT_TABLES),
 }
 
 
@@ -86,10 +87,14 @@ def test_schedule_requests_one_range_run_per_tenant(definitions: dg.Definitions)
     schedule = definitions.resolve_schedule_def("ga4_daily_schedule")
     with dg.instance_for_test() as instance:
         at = dt.datetime(2024, 3, 10, 9, tzinfo=dt.UTC)
-        empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        # A schedule context opens its own instance from the ref; closing it here (not at garbage collection)
+        # keeps Dagster's current-instance context variable from being restored to a disposed instance later.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            empty = schedule.evaluate_tick(context)
         assert empty.skip_message and "no tenants" in empty.skip_message
         instance.add_dynamic_partitions("tenant", ["globex", "acme"])
-        tick = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            tick = schedule.evaluate_tick(context)
         requests = tick.run_requests or []
     ranges = [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
@@ -150,10 +155,12 @@ def test_brightdata_flow_is_wired(definitions: dg.Definitions, tmp_path) -> None
     )
     schedule = definitions.resolve_schedule_def("brightdata_daily_crawls")
     at = dt.datetime(2026, 11, 21, 3, tzinfo=dt.UTC)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance, scheduled_execution_time=at, resources={"tenants": TenantsResource(path=str(registry))}
-        )
+        ) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert requests is not None
     [request] = requests
@@ -236,6 +243,16 @@ def test_netsuite_table_list_comes_from_the_environment_not_tenants_yaml(monkeyp
     monkeypatch.setenv(TABLES_ENV, "customer;drop")
     with pytest.raises(ValueError, match="identifier"):
         configured_tables()
+
+
+def test_netsuite_profiles_are_per_tenant_and_follow_each_tables_loads(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    for table in NETSUITE_DEFAULT_TABLES:
+        node = graph.get(dg.AssetKey(["netsuite", "profile", table]))
+        assert node.parent_keys == {dg.AssetKey(["netsuite", table])}
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "tenant"
+        assert node.automation_condition is not None
+        assert {c.name for c in node.check_keys} == {"schema_drift", "profile_anomalies", "primary_key_unique"}
 
 
 def test_every_source_asset_has_a_freshness_check_evaluated_by_a_running_sensor(definitions: dg.Definitions) -> None:

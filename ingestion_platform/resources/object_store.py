@@ -241,10 +241,14 @@ class ObjectStoreResource(dg.ConfigurableResource):
         Read it to the end: on GCS, Arrow drains the rest of the download when the stream closes (and against
         gcp-storage-emulator closing a large object unread stalls), so peek at a header with a ranged read through
         `filesystem.open_input_file` instead of opening a stream and abandoning it.
+
+        The bytes are the object's as stored: Arrow would otherwise decompress by file extension, so `x.ndjson.gz`
+        would read as plain text, its hash would not be the uploaded file's, and a truncated gzip would fail the
+        whole read instead of reaching the parser that keeps every complete line.
         """
         path = self.path(key)
         try:
-            stream = self.filesystem.open_input_stream(path, buffer_size=self.read_buffer_size)
+            stream = self.filesystem.open_input_stream(path, compression=None, buffer_size=self.read_buffer_size)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"no object {self.uri(key)}") from None
         with stream:
@@ -266,7 +270,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         if local:
             fs.create_dir(posixpath.dirname(target), recursive=True)
         try:
-            with fs.open_output_stream(temp, metadata={"Content-Type": content_type}) as out:
+            with fs.open_output_stream(temp, compression=None, metadata={"Content-Type": content_type}) as out:
                 yield out
             if local:
                 self._write_local_content_type(target, content_type)
@@ -288,7 +292,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             content_type = self._read_local_content_type(self.path(key))
         elif loc.scheme == "s3":
             # Arrow opens an S3 object with a HEAD request and reads with ranged GETs: no data moves here.
-            with fs.open_input_stream(self.path(key)) as f:
+            with fs.open_input_stream(self.path(key), compression=None) as f:
                 raw = f.metadata().get("Content-Type")
             content_type = raw.decode() if raw is not None else None
         else:
@@ -335,14 +339,14 @@ class ObjectStoreResource(dg.ConfigurableResource):
         fs = self.filesystem
         sidecar = _hidden_sibling(path, _CONTENT_TYPE_SUFFIX)
         temp = f"{sidecar}.tmp-{uuid.uuid4().hex}"
-        with fs.open_output_stream(temp) as out:
+        with fs.open_output_stream(temp, compression=None) as out:
             out.write(content_type.encode())
         fs.move(temp, sidecar)
 
     def _read_local_content_type(self, path: str) -> str:
         sidecar = _hidden_sibling(path, _CONTENT_TYPE_SUFFIX)
         try:
-            with self.filesystem.open_input_stream(sidecar) as f:
+            with self.filesystem.open_input_stream(sidecar, compression=None) as f:
                 return f.read().decode()
         except FileNotFoundError:
             return DEFAULT_CONTENT_TYPE  # put there by another tool

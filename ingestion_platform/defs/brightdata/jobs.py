@@ -11,7 +11,7 @@ from ingestion_platform.resources.brightdata import BrightDataResource
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.retry import per_tenant
-from ingestion_platform.tenants import BrightDataSettings
+from ingestion_platform.tenants import SOURCE_TAG, BrightDataSettings
 
 
 class CrawlConfig(dg.Config):
@@ -91,7 +91,7 @@ def trigger_crawls(
     per_tenant({config.tenant: tenants.registry().get(config.tenant).brightdata()}, trigger, context.log)
 
 
-@dg.job(name="brightdata_trigger", tags={"source": "brightdata"}, description="Trigger BrightData crawls.")
+@dg.job(name="brightdata_trigger", tags={SOURCE_TAG: "brightdata"}, description="Trigger BrightData crawls.")
 def brightdata_trigger() -> None:
     trigger_crawls()
 

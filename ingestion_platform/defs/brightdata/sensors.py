@@ -23,7 +23,7 @@ from ingestion_platform.defs.brightdata.crawls import Crawl
 from ingestion_platform.resources.brightdata import BrightDataClient, BrightDataResource, Progress, TriggerResult
 from ingestion_platform.resources.tenants import TenantsResource
 from ingestion_platform.resources.warehouse import WarehouseResource
-from ingestion_platform.tenants import TenantRegistry
+from ingestion_platform.tenants import SOURCE_TAG, TenantRegistry
 
 # BrightData keeps a snapshot 16 days; past that a ready crawl cannot be downloaded any more.
 RETENTION = timedelta(days=16)
@@ -35,7 +35,7 @@ def _run_request(crawl: Crawl) -> dg.RunRequest:
         run_key=f"raw_snapshot:{crawl.snapshot_id}",
         partition_key=crawl.snapshot_id,
         asset_selection=[RAW_SNAPSHOT_KEY],
-        tags={"tenant": crawl.tenant_id, "brightdata/crawl_id": crawl.crawl_id},
+        tags={SOURCE_TAG: "brightdata", "tenant": crawl.tenant_id, "brightdata/crawl_id": crawl.crawl_id},
     )
 
 
@@ -69,6 +69,10 @@ def check_progress(
             if client is None:
                 continue
             if crawl.status == "queued":
+                if now - crawl.triggered_at > timeout:
+                    _give_up_queued(engine, crawl, now, timeout)
+                    counts["timed_out"] += 1
+                    continue
                 request = crawl.request()
                 futures[pool.submit(client.trigger, request.dataset_id, [request.brightdata_input()])] = crawl
             else:
@@ -89,6 +93,8 @@ def check_progress(
                         crawl_id=crawl.crawl_id,
                         status="triggered",
                         snapshot_id=answer.snapshot_id,
+                        # The crawl's own time limit starts when BrightData accepts it, not at the first refusal.
+                        triggered_at=now,
                     )
                     counts["triggered"] += 1
                 else:
@@ -124,17 +130,45 @@ def check_progress(
     )
 
 
+def _give_up_queued(engine: sa.Engine, crawl: Crawl, now: datetime, timeout: timedelta) -> None:
+    """A trigger BrightData keeps refusing (429: too many running jobs) is not retried forever: past the crawl
+    timeout since the first attempt it is timed out at the `trigger` stage, so the operator sees it and the next
+    day's schedule starts a fresh crawl."""
+    waited = now - crawl.triggered_at
+    error = (
+        f"BrightData refused the trigger for {waited.total_seconds() / 60:.0f} minutes "
+        f"(limit {timeout.total_seconds() / 60:.0f}); not tried again"
+    )
+    crawl_state.set_status(
+        engine,
+        tenant_id=crawl.tenant_id,
+        crawl_id=crawl.crawl_id,
+        status="timed_out",
+        stage="trigger",
+        error=error,
+        completed_at=now,
+    )
+
+
 def _apply(
     engine: sa.Engine, crawl: Crawl, progress: Progress, now: datetime, timeout: timedelta, ready: list[Crawl]
 ) -> str:
-    ids = {"tenant_id": crawl.tenant_id, "crawl_id": crawl.crawl_id}
+    tenant_id, crawl_id = crawl.tenant_id, crawl.crawl_id
     if progress.status == "ready":
-        crawl_state.set_status(engine, **ids, status="ready", completed_at=now)
+        crawl_state.set_status(engine, tenant_id=tenant_id, crawl_id=crawl_id, status="ready", completed_at=now)
         ready.append(crawl)
         return "ready"
     if progress.status == "failed":
         error = progress.error or "BrightData reported the crawl failed without a message"
-        crawl_state.set_status(engine, **ids, status="failed", stage="crawl", error=error, completed_at=now)
+        crawl_state.set_status(
+            engine,
+            tenant_id=tenant_id,
+            crawl_id=crawl_id,
+            status="failed",
+            stage="crawl",
+            error=error,
+            completed_at=now,
+        )
         return "failed"
     # starting, running, collecting, digesting, or a status BrightData adds later: still running.
     waited = now - crawl.triggered_at
@@ -143,7 +177,15 @@ def _apply(
             f"no result after {waited.total_seconds() / 60:.0f} minutes (limit {timeout.total_seconds() / 60:.0f}); "
             f"BrightData last said {progress.status!r}"
         )
-        crawl_state.set_status(engine, **ids, status="timed_out", stage="progress", error=error, completed_at=now)
+        crawl_state.set_status(
+            engine,
+            tenant_id=tenant_id,
+            crawl_id=crawl_id,
+            status="timed_out",
+            stage="progress",
+            error=error,
+            completed_at=now,
+        )
         return "timed_out"
     return "running"
 

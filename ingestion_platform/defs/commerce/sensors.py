@@ -22,6 +22,7 @@ from ingestion_platform.defs.commerce.batches import (
 )
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.tenants import TenantsResource
+from ingestion_platform.tenants import SOURCE_TAG
 
 # A batch of a million order items loads in about a minute; half an hour means something is stuck.
 MAX_RUNTIME_SECONDS = 1800
@@ -84,6 +85,7 @@ def commerce_batch_sensor(
                     run_key=f"commerce:{key}:{fingerprint}",
                     asset_selection=COMMERCE_KEYS,
                     tags={
+                        SOURCE_TAG: "commerce",
                         "tenant": tenant_id,
                         "commerce/batch": batch_id,
                         "dagster/max_runtime": str(MAX_RUNTIME_SECONDS),

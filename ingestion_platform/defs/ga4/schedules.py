@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, TENANT_DIMENSION
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SOURCE_TAG, TENANT_DIMENSION
 
 GA4_LOOKBACK_DAYS = 3
 # The old service failed a job after 30 minutes; run monitoring (dagster.yaml) enforces this tag.
@@ -14,7 +14,7 @@ ga4_events_job = dg.define_asset_job(
     "ga4_events",
     selection=dg.AssetSelection.groups("ga4") - dg.AssetSelection.assets(["ga4", "availability"]),
     description="Load GA4 event types for the selected day x tenant partitions.",
-    tags={"dagster/max_runtime": str(GA4_MAX_RUNTIME_SECONDS)},
+    tags={SOURCE_TAG: "ga4", "dagster/max_runtime": str(GA4_MAX_RUNTIME_SECONDS)},
 )
 
 

@@ -92,6 +92,7 @@ def build_table_asset(table: str) -> dg.AssetsDefinition:
             suiteql_requests=requests,
             concurrency_waits=waits,
             deleted_records=extraction.deleted_records,
+            **({"deleted_lines": extraction.deleted_lines} if table == "transactionline" else {}),
             http_seconds=round(extraction.http_seconds, 3),
         )
         run.collect("windows", [f"{tenant.id}: {window.start:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M}"])

@@ -13,14 +13,18 @@ field is null now, and the row's stored value must be cleared, not kept.
 """
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
+from psycopg import sql
 
 from ingestion_platform.defs.netsuite.suiteql import (
     DELETED_RECORD_TYPES,
+    IN_LIST_MAX,
+    LINE_PARENT,
     NO_SELECT_STAR,
     SuiteQLPage,
     Window,
@@ -31,6 +35,8 @@ from ingestion_platform.defs.netsuite.suiteql import (
     key_column,
     keyset_pages,
     last_modified_column,
+    line_keys_query,
+    modified_ids_query,
     parse_count,
     parse_metadata_catalog,
     parse_page,
@@ -137,6 +143,7 @@ class Extraction:
     added_columns: list[str] = field(default_factory=list)
     deleted_records: int = 0
     tombstoned: int = 0
+    deleted_lines: int = 0  # transactionline: lines of deleted transactions, and lines removed from edited ones
     http_seconds: float = 0.0
     preview: list[dict[str, Any]] = field(default_factory=list)
 
@@ -247,7 +254,115 @@ def extract_window(
         extraction.added_columns += result.added_columns
     if table.lower() in DELETED_RECORD_TYPES:
         _tombstone(client, warehouse, extraction, tenant_id, page_size)
+    if table.lower() == "transactionline":
+        _tombstone_lines(client, warehouse, extraction, tenant_id, page_size)
     return extraction
+
+
+def _keyed_items(
+    client: NetSuiteClient, extraction: Extraction, make_query: Callable[[int | None], str], key: str, page_size: int
+) -> Iterator[dict[str, Any]]:
+    def post(query: str, limit: int, offset: int) -> Any:
+        return client.suiteql(query, limit, offset)
+
+    for page in _timed_pages(keyset_pages(post, make_query, page_size=page_size, key=key), extraction):
+        yield from page.items
+
+
+def _tombstone_lines(
+    client: NetSuiteClient, warehouse: WarehouseResource, extraction: Extraction, tenant_id: str, page_size: int
+) -> None:
+    """Mark stored lines deleted that NetSuite no longer has: `deletedrecord` lists transactions, never lines.
+
+    - Lines of a transaction deleted within the window: deleted at the transaction's deletion time.
+    - Lines removed from a transaction edited within the window (the edit moves the transaction's last-modified
+      time, not necessarily any remaining line's): the transaction's current line keys are read back, and stored
+      lines not among them are deleted at the edit time. This costs a key-only read of the stored lines of the
+      window's transactions, `IN_LIST_MAX` transactions a query; an initial load (every stored line just read)
+      skips it.
+    Detection happens at the load of the window holding the deletion or the edit; the daily re-check of the day
+    before catches an edit committed late.
+    """
+    window = extraction.window
+    if LINE_PARENT not in set(existing_columns(warehouse, extraction.table)):
+        return  # no line stored with its transaction yet: nothing to compare
+    deleted = {
+        int(item["recordid"]): item.get("deleteddate")
+        for item in _keyed_items(
+            client, extraction, lambda after: deleted_records_query("transaction", window, after), "recordid", page_size
+        )
+    }
+    table = sql.Identifier(SCHEMA, extraction.table)
+    key = key_column(extraction.table)
+    # When every stored line of the tenant was just read (an initial load), none can have been removed: skip
+    # listing the window's transactions and re-reading their line keys.
+    all_read = _stored_lines(warehouse, table, tenant_id) == extraction.rows
+    edited = (
+        {}
+        if all_read
+        else {
+            int(item["id"]): item.get("lastmodifieddate")
+            for item in _keyed_items(
+                client, extraction, lambda after: modified_ids_query("transaction", window, after), "id", page_size
+            )
+            if int(item["id"]) not in deleted
+        }
+    )
+    if not deleted and not edited:
+        return
+    with warehouse.raw_connection() as conn:
+        stored = conn.execute(
+            sql.SQL(
+                "SELECT {key}, {parent} FROM {table} WHERE tenant_id = %(tenant)s AND deleted_at IS NULL "
+                "AND {parent} = ANY(%(parents)s)"
+            ).format(key=sql.Identifier(key), parent=sql.Identifier(LINE_PARENT), table=table),
+            {"tenant": tenant_id, "parents": sorted({*deleted, *edited})},
+        ).fetchall()
+    if not stored:
+        return
+    current: set[int] = set()
+    parents = sorted({int(parent) for _, parent in stored} & set(edited))
+    for first in range(0, len(parents), IN_LIST_MAX):
+        chunk = parents[first : first + IN_LIST_MAX]
+        current.update(
+            int(item[key]) for item in _keyed_items(client, extraction, partial(line_keys_query, chunk), key, page_size)
+        )
+    gone: dict[int, Any] = {}
+    for line, parent in stored:
+        if parent in deleted:
+            gone[line] = deleted[parent]
+        elif line not in current:
+            gone[line] = edited[parent]
+    if not gone:
+        return
+    spec = table_spec_from_pairs(
+        SCHEMA,
+        extraction.table,
+        [(TENANT, "text"), (key, "bigint"), (TOMBSTONE, "timestamptz")],
+        key=(TENANT, key),
+        tombstone=TOMBSTONE,
+    )
+    batch = pa.table(
+        {
+            TENANT: pa.array([tenant_id] * len(gone), pa.string()),
+            key: pa.array([str(line) for line in gone], pa.string()),
+            TOMBSTONE: pa.array(list(gone.values()), pa.string()),
+        }
+    )
+    result = warehouse.load(
+        spec, [batch], mode="merge", source=f"{extraction.table}:removed:{window.start:%Y-%m-%dT%H:%M:%S}"
+    )
+    extraction.deleted_lines += len(gone)
+    extraction.tombstoned += result.updated
+
+
+def _stored_lines(warehouse: WarehouseResource, table: sql.Identifier, tenant_id: str) -> int:
+    with warehouse.raw_connection() as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %(tenant)s AND deleted_at IS NULL").format(table),
+            {"tenant": tenant_id},
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _tombstone(

@@ -18,13 +18,13 @@ is read through it, so a run that failed half-way is never seen as history.
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile
+from ingestion_platform.defs.netsuite.profiling import ColumnProfile, TableProfile, key_column_profile
 from ingestion_platform.resources.warehouse import WarehouseResource
 from ingestion_platform.tenants import NetSuiteSettings
 from ingestion_platform.warehouse import Column, LoadResult, TableSpec
@@ -498,3 +498,85 @@ def snapshot_of(profile: TableProfile, profile_run_id: str = "") -> ProfileSnaps
             for c in profile.columns
         },
     )
+
+
+def reference_profiles(
+    warehouse: WarehouseResource,
+    source: DataSource,
+    schema: str,
+    *,
+    exclude_table: str,
+    tenant_column: str = "tenant_id",
+) -> list[TableProfile]:
+    """The other tables of `source` as their last recorded profiles, reduced to their single-column keys: what
+    foreign-key detection compares a table's columns with, without profiling every other table again.
+
+    Only key columns that still exist in the warehouse are returned, so a table dropped or a column renamed since
+    its last profile is never joined. A table not profiled yet is simply absent (its keys count from its first
+    profile on).
+    """
+    if not (_exists(warehouse, TABLES) and _exists(warehouse, PROFILE_STATS)):
+        return []
+    frame = warehouse.query(
+        "SELECT t.table_name, t.last_profiled_at, s.row_count, s.column_name, s.ordinal_position, s.data_type, "
+        "s.inferred_type, s.null_count, s.distinct_count "
+        "FROM metadata.tables t JOIN metadata.profile_stats s ON s.profile_run_id = t.last_profile_run_id "
+        "JOIN information_schema.columns c "
+        "ON (c.table_schema, c.table_name, c.column_name) = (t.schema_name, t.table_name, s.column_name) "
+        "WHERE t.data_source_id = :data_source_id AND t.schema_name = :schema_name AND t.table_name <> :exclude "
+        "AND s.is_unique AND s.column_name <> :tenant_column ORDER BY t.table_name, s.ordinal_position",
+        {
+            "data_source_id": source.data_source_id,
+            "schema_name": schema,
+            "exclude": exclude_table,
+            "tenant_column": tenant_column,
+        },
+    )
+    profiles = []
+    for table, rows in frame.groupby("table_name", sort=True):
+        columns = tuple(
+            replace(
+                key_column_profile(
+                    str(r.column_name),
+                    int(r.ordinal_position),
+                    str(r.data_type),
+                    int(r.row_count) - int(r.null_count),
+                    int(r.distinct_count),
+                ),
+                inferred_type=str(r.inferred_type),
+            )
+            for r in rows.itertuples(index=False)
+        )
+        first = rows.iloc[0]
+        profiles.append(
+            TableProfile(
+                schema=schema,
+                table=str(table),
+                tenant_id=source.tenant_id,
+                profiled_at=pd.Timestamp(first["last_profiled_at"]).to_pydatetime(),
+                row_count=int(first["row_count"]),
+                columns=columns,
+                candidate_keys=tuple((c.name,) for c in columns),
+                tenant_column=tenant_column,
+            )
+        )
+    return profiles
+
+
+def repository_summary(warehouse: WarehouseResource) -> list[str]:
+    """One line per profiled table and tenant from `metadata.tables`: what an operator reads after a demo or a
+    backfill (rows, columns, candidate keys, candidate foreign keys), newest profile only."""
+    if not _exists(warehouse, TABLES):
+        return []
+    frame = warehouse.query(
+        "SELECT d.tenant_id, t.schema_name || '.' || t.table_name AS name, t.row_count, t.column_count, "
+        "t.candidate_keys::text AS keys, t.foreign_keys::text AS fks "
+        "FROM metadata.tables t JOIN metadata.data_sources d ON d.data_source_id = t.data_source_id "
+        "ORDER BY t.schema_name, t.table_name, d.tenant_id"
+    )
+    lines = [f"{'profile':<28}{'tenant':<10}{'rows':>8}{'columns':>9}  candidate keys; foreign keys"]
+    for r in frame.itertuples(index=False):
+        keys = ", ".join("(" + ", ".join(k) + ")" for k in json.loads(r.keys or "[]")) or "none"
+        fks = ", ".join(f"{fk['column']} -> {fk['ref_table']}.{fk['ref_column']}" for fk in json.loads(r.fks or "[]"))
+        lines.append(f"{r.name:<28}{r.tenant_id:<10}{r.row_count:>8}{r.column_count:>9}  {keys}; {fks or 'none'}")
+    return lines

@@ -202,6 +202,76 @@ class TableProfile:
         raise KeyError(f"{self.qualified_name} profile has no column {name!r}")
 
 
+def kind_of(data_type: str) -> Kind:
+    """How the profiler treats a warehouse type (`information_schema` spelling)."""
+    return _KINDS.get(data_type, "other")
+
+
+def key_column_profile(name: str, ordinal: int, data_type: str, rows: int, distinct: int) -> ColumnProfile:
+    """A unique, non-null column described only as far as foreign-key detection reads it (type, distinct count):
+    the key of a table known without profiling it again."""
+    kind = kind_of(data_type)
+    return ColumnProfile(
+        name=name,
+        ordinal=ordinal,
+        data_type=data_type,
+        kind=kind,
+        non_null_count=rows,
+        null_count=0,
+        distinct_count=distinct,
+        min_value=None,
+        max_value=None,
+        avg_value=None,
+        min_length=None,
+        max_length=None,
+        top_values=(),
+        pattern_shares={},
+        inferred_type=_DECLARED_INFERRED.get(data_type, data_type) if kind != "text" else "text",
+        pattern=None,
+        is_unique=True,
+    )
+
+
+def declared_key_profile(
+    warehouse: WarehouseResource,
+    schema: str,
+    table: str,
+    key: str,
+    *,
+    tenant_id: str,
+    tenant_column: str = "tenant_id",
+) -> TableProfile | None:
+    """`table` reduced to its declared key (unique per tenant by its primary key), from one count: a reference for
+    foreign-key detection before the table has a profile of its own. None when the table or column is missing."""
+    for name in (schema, table, key, tenant_column):
+        check_identifier(name)
+    with warehouse.raw_connection() as conn:
+        found = conn.execute(
+            "SELECT ordinal_position, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+            (schema, table, key),
+        ).fetchone()
+        if found is None:
+            return None
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+                sql.Identifier(schema, table), sql.Identifier(tenant_column)
+            ),
+            (tenant_id,),
+        ).fetchone()
+    rows = int(row[0]) if row else 0
+    return TableProfile(
+        schema=schema,
+        table=table,
+        tenant_id=tenant_id,
+        profiled_at=datetime.now(UTC),
+        row_count=rows,
+        columns=(key_column_profile(key, int(found[0]), str(found[1]), rows, rows),),
+        candidate_keys=((key,),),
+        tenant_column=tenant_column,
+    )
+
+
 def _scope(tenant_column: str | None, alias: str | None = None) -> sql.Composable:
     if tenant_column is None:
         return sql.SQL("TRUE")
@@ -521,6 +591,10 @@ def _foreign_keys(
 
     A column that is itself a single-column key of its table is not a candidate (ids of unrelated tables often
     overlap as 1..N ranges), and a key that has fewer distinct values than the column cannot contain it.
+
+    Small id ranges are contained in many keys (values 1..5 lie inside every table's 1..N ids), so each column keeps
+    one candidate, the most likely: a key of the table the column is named after, then the highest coverage, then
+    the tightest key (fewest distinct values: containment in it implies less by chance), then the key's position.
     """
     own_keys = {k[0] for k in profile.candidate_keys if len(k) == 1}
     checks: list[tuple[ColumnProfile, TableProfile, ColumnProfile]] = []
@@ -573,14 +647,22 @@ def _foreign_keys(
                 scope_r=_scope(ref.tenant_column, "r"),
             )
         )
-    found = []
+    best: dict[str, tuple[tuple[bool, float, int, int], ForeignKeyCandidate]] = {}
     for i, distinct_values, contained in sorted(
         conn.execute(sql.SQL(" UNION ALL ").join(branches), {"tenant": profile.tenant_id}).fetchall()
     ):
         col, ref, key = checks[i]
         if distinct_values and contained / distinct_values >= threshold:
-            found.append(ForeignKeyCandidate(col.name, ref.schema, ref.table, key.name, distinct_values, contained))
-    return found
+            candidate = ForeignKeyCandidate(col.name, ref.schema, ref.table, key.name, distinct_values, contained)
+            rank = (not _names_table(col.name, ref.table), -candidate.coverage, key.distinct_count, key.ordinal)
+            if col.name not in best or rank < best[col.name][0]:
+                best[col.name] = (rank, candidate)
+    return [best[col.name][1] for col in profile.columns if col.name in best]
+
+
+def _names_table(column: str, table: str) -> bool:
+    """ERP fields are named after the record they point to (`subsidiary`, `item`, `customer_id`)."""
+    return column.lower().removesuffix("_id").removesuffix("id").rstrip("_") == table.lower() or column == table
 
 
 def _format_value(value: float | datetime | None) -> str:

@@ -11,14 +11,16 @@ import dagster as dg
 
 from ingestion_platform.defs.netsuite.assets import netsuite_table_assets
 from ingestion_platform.resources.tenants import TenantsResource
-from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from ingestion_platform.tenants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SOURCE_TAG
 
 NETSUITE_RECHECK_DAYS = 1
+NETSUITE_DAILY_CRON = "0 4 * * *"
 
 netsuite_tables_job = dg.define_asset_job(
     "netsuite_tables",
     selection=dg.AssetSelection.assets(*netsuite_table_assets),
     description="Extract the NetSuite tables for the selected day x tenant partitions.",
+    tags={SOURCE_TAG: "netsuite"},
 )
 
 
@@ -40,7 +42,7 @@ def netsuite_run_requests(scheduled_for: date, tenants: list[str]) -> list[dg.Ru
 
 @dg.schedule(
     job=netsuite_tables_job,
-    cron_schedule="0 4 * * *",
+    cron_schedule=NETSUITE_DAILY_CRON,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily at 04:00 UTC: per tenant with NetSuite settings, load yesterday and re-check the day before.",

@@ -168,6 +168,36 @@ def deleted_records_query(table: str, window: Window, after_id: int | None = Non
     )
 
 
+# transactionline's column holding its transaction's id, and how many ids one `IN (...)` list carries.
+LINE_PARENT = "transaction"
+IN_LIST_MAX = 500
+
+
+def modified_ids_query(table: str, window: Window, after_id: int | None = None) -> str:
+    """The keys and last-modified times of `table`'s rows modified within `window`, one key-set page."""
+    table = _identifier(table)
+    key, modified = key_column(table), last_modified_column(table)
+    where = _window_clause(modified, window)
+    if after_id is not None:
+        where += f" AND {key} > {int(after_id)}"
+    return (
+        f"SELECT {key}, TO_CHAR({modified}, '{TIMESTAMP_FORMAT}') AS {modified} FROM {table} "
+        f"WHERE {where} ORDER BY {key}"
+    )
+
+
+def line_keys_query(transaction_ids: Sequence[int], after_id: int | None = None) -> str:
+    """Every current line key of the given transactions, one key-set page by `uniquekey`."""
+    if not 1 <= len(transaction_ids) <= IN_LIST_MAX:
+        raise ValueError(f"line_keys_query takes 1 to {IN_LIST_MAX} transaction ids, not {len(transaction_ids)}")
+    ids = ", ".join(f"'{int(i)}'" for i in transaction_ids)
+    key = key_column("transactionline")
+    where = f"{LINE_PARENT} IN ({ids})"
+    if after_id is not None:
+        where += f" AND {key} > {int(after_id)}"
+    return f"SELECT {key}, {LINE_PARENT} FROM transactionline WHERE {where} ORDER BY {key}"
+
+
 @dataclass(frozen=True)
 class SuiteQLPage:
     items: list[dict[str, Any]]

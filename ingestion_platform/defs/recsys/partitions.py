@@ -7,15 +7,11 @@ read `{tenant}|{upload_id}` (dimensions in name order), like the other sources' 
 """
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import BinaryIO
 
 import dagster as dg
-import pyarrow as pa
 
 from ingestion_platform.defs.recsys.parse import DataType
-from ingestion_platform.resources.object_store import ObjectNotFoundError, ObjectStoreResource
 from ingestion_platform.tenants import TENANT_DIMENSION, TENANT_PARTITIONS
 
 DATA_TYPES: tuple[DataType, ...] = ("interactions", "items")
@@ -54,18 +50,3 @@ def landing_prefix(tenant: str, data_type: DataType) -> str:
     if not tenant or "/" in tenant or tenant in {".", ".."} or tenant.startswith("."):
         raise ValueError(f"tenant id {tenant!r} cannot name a landing folder")
     return f"landing/{tenant}/recsys/{data_type}/"
-
-
-@contextmanager
-def open_upload(store: ObjectStoreResource, key: str) -> Iterator[pa.NativeFile]:
-    """The landing object's bytes exactly as uploaded. Arrow's `open_input_stream` decompresses by file extension
-    unless told not to (so `ObjectStoreResource.open_read` of `x.csv.gz` yields the CSV); the upload id must hash
-    what was uploaded, and the parser detects gzip from the content itself."""
-    try:
-        stream = store.filesystem.open_input_stream(
-            store.path(key), compression=None, buffer_size=store.read_buffer_size
-        )
-    except FileNotFoundError:
-        raise ObjectNotFoundError(f"no object {store.uri(key)}") from None
-    with stream:
-        yield stream

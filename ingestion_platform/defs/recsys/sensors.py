@@ -24,7 +24,6 @@ from ingestion_platform.defs.recsys.partitions import (
     DATA_TYPES,
     UPLOAD_PARTITION_NAMES,
     landing_prefix,
-    open_upload,
     upload_id,
     upload_partition_key,
 )
@@ -32,7 +31,7 @@ from ingestion_platform.defs.recsys.uploads import DATA_TYPE_TAG, LANDING_KEY_TA
 from ingestion_platform.landing import Listed, is_complete, is_marker, is_temporary, unchanged
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.resources.tenants import TenantsResource
-from ingestion_platform.tenants import TENANT_DIMENSION
+from ingestion_platform.tenants import SOURCE_TAG, TENANT_DIMENSION
 
 HASH_BUDGET_SECONDS = 30.0
 
@@ -69,7 +68,7 @@ def scan_folder(
         known = seen[2] if unchanged(listed, seen) and seen is not None else None
         complete = is_complete(listed, seen, names, completion="marker") or is_complete(listed, seen, names)
         if complete and known is None and time.monotonic() < deadline:
-            with open_upload(store, obj.key) as stream:
+            with store.open_read(obj.key) as stream:
                 known = upload_id(stream)
             hashed.append((obj.key, known))
         state[obj.key] = [listed.size, listed.mtime, known]
@@ -119,7 +118,7 @@ def recsys_landing_sensor(
                         partition_key=partition_key,
                         run_key=f"{tenant}:{data_type}:{upload}",
                         asset_selection=[dg.AssetKey(["recsys", data_type])],
-                        tags={"tenant": tenant, DATA_TYPE_TAG: data_type, LANDING_KEY_TAG: key},
+                        tags={SOURCE_TAG: "recsys", "tenant": tenant, DATA_TYPE_TAG: data_type, LANDING_KEY_TAG: key},
                     )
                 )
     partition_requests = [

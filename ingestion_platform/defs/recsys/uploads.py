@@ -27,7 +27,6 @@ from ingestion_platform.defs.recsys.partitions import (
     UPLOAD_DIMENSION,
     UPLOAD_PARTITIONS,
     landing_prefix,
-    open_upload,
     upload_id,
 )
 from ingestion_platform.defs.recsys.validate import (
@@ -150,7 +149,7 @@ def build_upload_asset(data_type: DataType) -> dg.AssetsDefinition:
         tenant, upload = keys[TENANT_DIMENSION], keys[UPLOAD_DIMENSION]
         landing_key = _landing_key(context, tenant, data_type)
         info = object_store.head(landing_key)
-        with open_upload(object_store, landing_key) as stream:
+        with object_store.open_read(landing_key) as stream:
             data = stream.read()
         if upload_id(data) != upload:
             raise dg.Failure(

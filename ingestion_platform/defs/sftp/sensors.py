@@ -19,7 +19,7 @@ from ingestion_platform.defs.sftp.discovery import FolderState, Listed, Ready, e
 from ingestion_platform.defs.sftp.reports import REPORT_KINDS, ReportKind
 from ingestion_platform.resources.sftp import SFTPResource
 from ingestion_platform.resources.tenants import TenantsResource
-from ingestion_platform.tenants import TENANT_DIMENSION, Tenant
+from ingestion_platform.tenants import SOURCE_TAG, TENANT_DIMENSION, Tenant
 
 LOOKBACK_DAYS = 7
 # Listing is cheap; a tenant that cannot be listed quickly is reported and tried again on the next tick.
@@ -112,7 +112,12 @@ def build_report_sensor(kind: ReportKind) -> dg.SensorDefinition:
                 dg.RunRequest(
                     partition_key=f"{r.day.isoformat()}|{tenant_id}",
                     run_key=f"{tenant_id}:{r.run_key}",
-                    tags={"tenant": tenant_id, "sftp/file": r.name, "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+                    tags={
+                        SOURCE_TAG: "sftp",
+                        "tenant": tenant_id,
+                        "sftp/file": r.name,
+                        "dagster/max_runtime": str(MAX_RUNTIME_SECONDS),
+                    },
                 )
                 for r in ready
                 if r not in loaded

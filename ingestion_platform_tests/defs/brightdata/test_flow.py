@@ -270,12 +270,35 @@ def test_429_keeps_the_crawl_queued_then_the_sensor_triggers_it(
         [crawl] = flow.crawls()
         assert (crawl["status"], crawl["snapshot_id"], crawl["stage"]) == ("queued", None, "trigger")
         assert "too many running jobs" in crawl["error"]
+        first_attempt = crawl["triggered_at"]
         flow.tick()  # the third trigger is accepted
         [crawl] = flow.crawls()
         assert crawl["status"] == "triggered" and crawl["snapshot_id"] and crawl["error"] is None
+        assert crawl["triggered_at"] > first_attempt  # the crawl's time limit counts from BrightData's acceptance
         [request] = flow.tick_until_requested()
         assert snapshot_of(request) == crawl["snapshot_id"]
         assert flow.materialize(raw_snapshot, crawl["snapshot_id"]).success
+
+
+def test_a_trigger_refused_past_the_crawl_timeout_is_timed_out_not_retried_forever(
+    tmp_path: Path, warehouse: WarehouseResource, file_store: ObjectStoreResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = BrightDataSandboxConfig(api_key=KEY, too_many_jobs=1_000, retry_after_seconds=0)
+    with flow_env(tmp_path, warehouse, file_store, monkeypatch, config, trigger_attempts=1) as flow:
+        assert flow.trigger().success
+        flow.tick()  # refused again: still queued
+        [crawl] = flow.crawls()
+        assert crawl["status"] == "queued"
+        with warehouse.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE social.crawl_metadata SET triggered_at = now() - interval '61 minutes'")
+        triggers_before = sum(r.path == "/datasets/v3/trigger" for r in flow.sandbox.requests)
+        flow.tick()
+        [crawl] = flow.crawls()
+        assert (crawl["status"], crawl["stage"], crawl["snapshot_id"]) == ("timed_out", "trigger", None)
+        assert "refused the trigger for 61 minutes (limit 60)" in crawl["error"]
+        assert sum(r.path == "/datasets/v3/trigger" for r in flow.sandbox.requests) == triggers_before
+        flow.tick()  # no longer pending: nothing asked
+        assert sum(r.path == "/datasets/v3/trigger" for r in flow.sandbox.requests) == triggers_before
 
 
 def test_wrong_key_fails_at_once_without_retry_and_never_shows_the_key(

@@ -366,3 +366,37 @@ def test_schedule_loads_yesterday_and_rechecks_the_day_before() -> None:
     requests = netsuite_run_requests(date(2024, 3, 10), ["globex", "acme"])
     assert [r.tags["dagster/asset_partition_range_start"] for r in requests] == ["2024-03-08|acme", "2024-03-08|globex"]
     assert [r.tags["dagster/asset_partition_range_end"] for r in requests] == ["2024-03-09|acme", "2024-03-09|globex"]
+
+
+def test_lines_of_deleted_and_edited_transactions_are_tombstoned(make_env: Any) -> None:
+    """NetSuite lists deleted transactions in deletedrecord, never their lines: a deleted transaction's stored
+    lines take its deletion time, and a line removed from an edited transaction takes the edit time."""
+    env = make_env(rows={**ROWS, "transactionline": 900})
+    last = START + timedelta(days=DAYS - 1)
+    assert env.run_range([transactionline], START, last).success
+    lines = env.truth("SELECT transaction, uniquekey FROM transactionline ORDER BY transaction, uniquekey")
+    by_parent: dict[int, list[int]] = {}
+    for parent, key in lines:
+        by_parent.setdefault(parent, []).append(key)
+    dropped, edited = [p for p, keys in by_parent.items() if len(keys) >= 2][:2]
+    removed_line, kept_lines = by_parent[edited][0], by_parent[edited][1:]
+    when = datetime.combine(last, datetime.min.time()) + timedelta(hours=12)
+    env.truth("DELETE FROM transactionline WHERE transaction = ?", dropped)
+    env.truth("DELETE FROM transaction WHERE id = ?", dropped)
+    env.truth("INSERT INTO deletedrecord VALUES (?, 'salesorder', 'gone', ?, 'userinterface')", dropped, when)
+    env.truth("DELETE FROM transactionline WHERE uniquekey = ?", removed_line)
+    env.truth("UPDATE transaction SET lastmodifieddate = ? WHERE id = ?", when + timedelta(minutes=5), edited)
+
+    result = env.run([transactionline], f"{last}|acme")
+    assert result.success
+    frame = env.warehouse.query(
+        "SELECT uniquekey, deleted_at FROM netsuite.transactionline WHERE deleted_at IS NOT NULL AND tenant_id = 'acme'"
+    )
+    stored = {int(r.uniquekey): r.deleted_at.replace(tzinfo=None) for r in frame.itertuples()}
+    assert stored == {
+        **dict.fromkeys(by_parent[dropped], when),
+        removed_line: when + timedelta(minutes=5),
+    }
+    assert set(kept_lines) <= loaded_ids(env, "transactionline", "uniquekey")
+    metadata = result.asset_materializations_for_node("netsuite__transactionline")[0].metadata
+    assert metadata["deleted_lines"].value == len(by_parent[dropped]) + 1

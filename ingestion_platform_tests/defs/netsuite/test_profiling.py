@@ -11,6 +11,7 @@ from ingestion_platform.defs.netsuite.profiling import (
     TableProfile,
     TopValue,
     column_schema,
+    declared_key_profile,
     profile_metadata,
     profile_table,
     stats_table,
@@ -277,3 +278,34 @@ def test_million_row_table_is_profiled_in_the_warehouse(warehouse: WarehouseReso
     assert set(profile.candidate_keys) == {("id",), ("email",), ("modified",)}
     # parent values are ids of the same table: a self-referencing foreign key
     assert [(fk.column, fk.ref_column) for fk in profile.foreign_keys] == [("parent", "id")]
+
+
+def test_each_column_keeps_its_most_likely_foreign_key(warehouse: WarehouseResource) -> None:
+    """Values 1..5 lie inside every table's 1..N ids: the key of the table the column is named after wins, and
+    without one the tightest key (fewest values) does, not every table with enough ids."""
+    with warehouse.raw_connection() as conn:
+        conn.execute(
+            "CREATE SCHEMA erp;"
+            "CREATE TABLE erp.subsidiary (tenant_id text, id bigint);"
+            "CREATE TABLE erp.account (tenant_id text, id bigint);"
+            "CREATE TABLE erp.vendor (tenant_id text, id bigint, account bigint, owner bigint);"
+            "INSERT INTO erp.subsidiary SELECT 'acme', g FROM generate_series(1, 5) g;"
+            "INSERT INTO erp.account SELECT 'acme', g FROM generate_series(1, 60) g;"
+            "INSERT INTO erp.vendor SELECT 'acme', g, 1 + g % 3, 1 + g % 5 FROM generate_series(1, 40) g;"
+        )
+    refs = [profile_table(warehouse, "erp", name, tenant_id="acme") for name in ("subsidiary", "account")]
+    vendor = profile_table(warehouse, "erp", "vendor", tenant_id="acme", references=refs)
+    assert [(fk.column, fk.ref_qualified_name) for fk in vendor.foreign_keys] == [
+        ("account", "erp.account.id"),  # named after account, although subsidiary's 5 ids hold its 3 values too
+        ("owner", "erp.subsidiary.id"),  # no table named owner: the tightest key holding all 5 values
+    ]
+    # Before subsidiary has a profile, its declared key stands in: one count, the same candidate.
+    declared = declared_key_profile(warehouse, "erp", "subsidiary", "id", tenant_id="acme")
+    assert declared is not None and declared.column("id").distinct_count == 5
+    assert declared.column("id").inferred_type == refs[0].column("id").inferred_type == "integer"
+    assert declared_key_profile(warehouse, "erp", "missing", "id", tenant_id="acme") is None
+    owner = profile_table(warehouse, "erp", "vendor", tenant_id="acme", references=[declared]).foreign_keys
+    assert [(fk.column, fk.ref_qualified_name) for fk in owner] == [
+        ("account", "erp.subsidiary.id"),
+        ("owner", "erp.subsidiary.id"),
+    ]

@@ -154,3 +154,19 @@ def test_keyset_paging_refuses_a_key_that_does_not_advance() -> None:
         next(pages)
     with pytest.raises(ValueError, match="1 to 1000 rows"):
         next(keyset_pages(post, lambda after: "q", page_size=5000))
+
+
+def test_queries_that_find_lines_removed_from_transactions() -> None:
+    window = day_window(date(2026, 1, 2))
+    modified = suiteql.modified_ids_query("transaction", window, after_id=3)
+    assert modified.startswith("SELECT id, TO_CHAR(lastmodifieddate, 'YYYY-MM-DD HH24:MI:SS') AS lastmodifieddate ")
+    assert modified.endswith("AND id > 3 ORDER BY id")
+    lines = suiteql.line_keys_query([5, 9], after_id=11)
+    assert lines == (
+        "SELECT uniquekey, transaction FROM transactionline WHERE transaction IN ('5', '9') AND uniquekey > 11 "
+        "ORDER BY uniquekey"
+    )
+    with pytest.raises(ValueError, match="1 to 500 transaction ids"):
+        suiteql.line_keys_query([])
+    with pytest.raises(ValueError, match="1 to 500 transaction ids"):
+        suiteql.line_keys_query(list(range(501)))
