@@ -258,3 +258,23 @@ def test_netsuite_profile_is_one_asset_per_tenant_following_every_tables_loads(d
     assert node.group_name == "netsuite" and node.pools == {"netsuite_profile"}
     assert {c.name for c in node.check_keys} == {"schema_drift", "profile_anomalies", "primary_key_unique"}
     assert not [k for k in graph.get_all_asset_keys() if k.path[:2] == ["netsuite", "profile"] and len(k.path) > 2]
+
+
+def test_every_source_asset_has_a_freshness_check_evaluated_by_a_running_sensor(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    fresh = {k.asset_key.to_user_string() for k in graph.asset_check_keys if k.name == "freshness"}
+    expected = {k for k in CONTRACT_KEYS if not k.startswith("recsys/") and k.split("/")[0] != "netsuite"}
+    expected |= {"recsys/interactions", "recsys/items", "brightdata/raw_snapshot"}
+    expected |= {f"netsuite/{table}" for table in NETSUITE_DEFAULT_TABLES}
+    assert fresh == expected
+    for source in ("ga4", "sftp", "brightdata", "netsuite", "recsys", "commerce"):
+        sensor = definitions.resolve_sensor_def(f"{source}_freshness")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_platform_health_is_a_scheduled_asset_with_a_declared_table(definitions: dg.Definitions) -> None:
+    spec = next(s for s in definitions.resolve_all_asset_specs() if s.key.to_user_string() == "platform/health")
+    assert spec.group_name == "platform" and spec.metadata["dagster/table_name"] == "platform.health"
+    schedule = definitions.resolve_schedule_def("platform_health_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "*/15 * * * *"
