@@ -39,8 +39,10 @@ Public API:
 - `rejects`: `Reject`s built by a parser for rows it could not parse, written beside the loader's own; read only
   after `batches` is exhausted, so a streaming parser can pass the list it fills while being read.
 - Parked rows (`ForeignKey(on_missing="park")`) wait in `<schema>.pending` and are retried on every later merge
-  into the same table, including `load(conn, spec, [], mode="merge")`; they load once their parent exists. A
-  parent in the same input as its child (a self-referencing key) is not seen: the child is parked or rejected.
+  into the same table by the same tenant (the tenants of the input rows, the slice and the parse rejects; a load
+  that names no tenant, such as `load(conn, spec, [], mode="merge")`, retries every tenant's); they load once
+  their parent exists. A parent in the same input as its child (a self-referencing key) is not seen: the child is
+  parked or rejected.
 """
 
 import io
@@ -707,14 +709,15 @@ def _apply(
     out: dict[str, Any] = dict.fromkeys(("inserted", "updated", "deleted", "duplicates", "tombstoned"), 0)
     out |= {"unparked": 0, "parked": 0, "pending": 0, "oldest_pending_seconds": None}
     pending = sql.Identifier(spec.schema, pending_spec(spec.schema).name)
+    scope = _pending_scope(stage, slice_, parse_rejects)
     if spec.parks and mode == "merge":  # a replace refuses rows outside its slice, which parked rows may be
-        out["unparked"] = _unpark(cur, stage, pending)
+        out["unparked"] = _unpark(cur, stage, pending, scope)
         if out["unparked"]:
             out["duplicates"] = _drop_duplicate_keys(cur, stage)
     _check_foreign_keys(cur, stage)
     out["rejected"] = _move_rejects(cur, stage, source, slice_, parse_rejects)
     if spec.parks:
-        out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source)
+        out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source, scope)
     if mode == "merge" and unchecked == "insert":
         out["inserted"] = _insert_good_rows(cur, stage)
         if slice_:
@@ -737,17 +740,38 @@ def _apply(
     return out
 
 
-def _unpark(cur: Any, stage: _Stage, pending: sql.Identifier) -> int:
-    """Move this table's parked rows back into the stage, before the new rows (lower ordinals: new rows win)."""
+def _pending_scope(
+    stage: _Stage, slice_: Mapping[str, Sequence[Any]] | None, parse_rejects: list[Reject]
+) -> tuple[sql.Composable, tuple[Any, ...]]:
+    """The parked rows this load may retry and count: its table's, and of a tenant-keyed table only the tenants
+    the load brings (input rows, the slice, parse rejects), so one tenant's load never pays for, locks or loads
+    another tenant's parked rows. A load that names no tenant at all (no rows, no slice) retries every tenant's:
+    that is the explicit "retry what is parked" call."""
+    if "tenant_id" not in stage.spec.column_names:
+        return sql.SQL("table_name = %s"), (stage.spec.name,)
+    tenants = stage.tenants | {r.tenant_id for r in parse_rejects}
+    tenants |= {str(t) for t in (slice_ or {}).get("tenant_id", [])}
+    if not tenants:
+        return sql.SQL("table_name = %s"), (stage.spec.name,)
+    return (
+        sql.SQL("table_name = %s AND (tenant_id = ANY(%s) OR (tenant_id IS NULL AND %s))"),
+        (stage.spec.name, sorted(t for t in tenants if t is not None), None in tenants),
+    )
+
+
+def _unpark(cur: Any, stage: _Stage, pending: sql.Identifier, scope: tuple[sql.Composable, tuple[Any, ...]]) -> int:
+    """Move the parked rows in `scope` back into the stage, before the new rows (lower ordinals: new rows win)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
+    where, params = scope
     cur.execute(
         sql.SQL(
-            "WITH moved AS (DELETE FROM {pending} WHERE table_name = %s RETURNING raw, parked_at, source_file, "
+            "WITH moved AS (DELETE FROM {pending} WHERE {where} RETURNING raw, parked_at, source_file, "
             "line_number) INSERT INTO {stage} ({cols}, {ord}, {parked_at}, {source}, {line}) OVERRIDING SYSTEM VALUE "
             "SELECT {r_cols}, -row_number() OVER (), m.parked_at, m.source_file, m.line_number "
             "FROM moved m, jsonb_populate_record(NULL::{stage}, m.raw) r"
         ).format(
             pending=pending,
+            where=where,
             stage=stage.ident,
             cols=cols,
             ord=sql.Identifier(_ORDINAL),
@@ -756,7 +780,7 @@ def _unpark(cur: Any, stage: _Stage, pending: sql.Identifier) -> int:
             line=sql.Identifier(_LINE),
             r_cols=sql.SQL(", ").join(sql.Identifier("r", c) for c in stage.plan.columns),
         ),
-        (stage.spec.name,),
+        params,
     )
     return cur.rowcount
 
@@ -865,7 +889,14 @@ def _move_rejects(
     return moved + len(parse_rejects)
 
 
-def _park(cur: Any, stage: _Stage, pending: sql.Identifier, source: str | None) -> tuple[int, int, float | None]:
+def _park(
+    cur: Any,
+    stage: _Stage,
+    pending: sql.Identifier,
+    source: str | None,
+    scope: tuple[sql.Composable, tuple[Any, ...]],
+) -> tuple[int, int, float | None]:
+    """Park the rows marked for it; return (parked now, pending in `scope`, age of the oldest in `scope`)."""
     fks = {fk.constraint_name(stage.spec.name): fk for fk in stage.spec.foreign_keys}
     parked = 0
     for name, fk in fks.items():
@@ -895,11 +926,10 @@ def _park(cur: Any, stage: _Stage, pending: sql.Identifier, source: str | None) 
             (stage.spec.name, name, source, name),
         )
         parked += cur.rowcount
+    where, params = scope
     cur.execute(
-        sql.SQL("SELECT count(*), extract(epoch FROM now() - min(parked_at)) FROM {} WHERE table_name = %s").format(
-            pending
-        ),
-        (stage.spec.name,),
+        sql.SQL("SELECT count(*), extract(epoch FROM now() - min(parked_at)) FROM {} WHERE {}").format(pending, where),
+        params,
     )
     total, oldest = cur.fetchone()
     return parked, int(total), None if oldest is None else float(oldest)

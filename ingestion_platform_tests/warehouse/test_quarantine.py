@@ -218,6 +218,38 @@ def test_parked_rows_load_on_the_childs_next_load_after_the_parent(warehouse: Wa
     assert q(warehouse, "SELECT count(*) FROM shop.pending") == [(0,)]
 
 
+def test_a_tenants_load_retries_only_its_own_parked_rows(warehouse: WarehouseResource) -> None:
+    """Tenant b's load neither loads, re-parks, locks nor counts tenant a's parked rows, even once a's parent exists;
+    a's own next load does, and an empty load (no tenant named) retries every tenant's."""
+    orders = orders_spec("park")
+    warehouse.migrate([CUSTOMERS, orders])
+    for tenant in ("a", "b"):
+        order = pd.DataFrame({"tenant_id": [tenant], "order_id": ["o1"], "customer_id": ["c1"], "total": ["1.00"]})
+        assert warehouse.load(orders, [order], mode="merge", source=f"{tenant}-1").parked == 1
+    a_parked = q(warehouse, "SELECT xmin::text, parked_at FROM shop.pending WHERE tenant_id = 'a'")
+    customers = pd.DataFrame({"tenant_id": ["a", "b"], "customer_id": ["c1", "c1"]})
+    warehouse.load(CUSTOMERS, [customers], mode="merge")
+
+    b_order = pd.DataFrame({"tenant_id": ["b"], "order_id": ["o2"], "customer_id": ["c1"], "total": ["2.00"]})
+    b_load = warehouse.load(orders, [b_order], mode="merge", source="b-2")
+    assert (b_load.unparked, b_load.inserted, b_load.pending) == (1, 2, 0)
+    # a's parked row is untouched: same row version (xmin), same parked_at, and not loaded although its parent exists.
+    assert q(warehouse, "SELECT xmin::text, parked_at FROM shop.pending WHERE tenant_id = 'a'") == a_parked
+    assert q(warehouse, "SELECT tenant_id, order_id FROM shop.orders ORDER BY 1, 2") == [("b", "o1"), ("b", "o2")]
+
+    # A slice names the tenant too, with no input rows.
+    a_load = warehouse.load(orders, [], mode="merge", slice_={"tenant_id": ["a"]})
+    assert (a_load.unparked, a_load.inserted, a_load.pending) == (1, 1, 0)
+    assert q(warehouse, "SELECT count(*) FROM shop.pending") == [(0,)]
+
+    # With no tenant named at all, every tenant's parked rows are retried.
+    for tenant in ("c", "d"):
+        order = pd.DataFrame({"tenant_id": [tenant], "order_id": ["o1"], "customer_id": ["c9"], "total": ["1.00"]})
+        warehouse.load(orders, [order], mode="merge")
+    everyone = warehouse.load(orders, [], mode="merge")
+    assert (everyone.unparked, everyone.parked, everyone.pending) == (2, 2, 2)
+
+
 def test_deleted_keys_set_tombstones_and_a_full_slice_refresh_removes_absent_rows(warehouse: WarehouseResource) -> None:
     spec = TableSpec(
         schema="ns",
