@@ -9,7 +9,7 @@ rows examined and buffers touched per merged row stay flat when the input is fou
 """
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pyarrow as pa
@@ -37,7 +37,7 @@ POSTS = TableSpec(
     version="crawled_at",
 )
 # The statements whose plans are checked: the merge itself, and the duplicate-key check and removal on the stage.
-EXPLAINED = ("WITH written AS (MERGE", "SELECT EXISTS (SELECT 1 FROM \"_stage", "DELETE FROM \"_stage")
+EXPLAINED = ("WITH written AS (MERGE", 'SELECT EXISTS (SELECT 1 FROM "_stage', 'DELETE FROM "_stage')
 
 
 def posts(start: int, stop: int, snapshot: str, likes: int) -> pa.Table:
@@ -59,7 +59,7 @@ def posts(start: int, stop: int, snapshot: str, likes: int) -> pa.Table:
 class ExplainingCursor(psycopg.Cursor[Any]):
     """Runs EXPLAIN (ANALYZE, BUFFERS) of the loader's own statements, rolled back, right before running them."""
 
-    plans: list[tuple[str, dict[str, Any]]] = []
+    plans: ClassVar[list[tuple[str, dict[str, Any]]]] = []
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> "ExplainingCursor":
         text = query.as_string(self) if isinstance(query, sql.Composable) else str(query)
