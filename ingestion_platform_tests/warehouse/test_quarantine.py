@@ -102,6 +102,53 @@ def test_one_bad_value_rejects_one_row_with_reason_column_and_raw(warehouse: War
     assert again.rejected == 6 and q(warehouse, "SELECT count(*) FROM shop.items_rejects") == [(6,)]
 
 
+EVENTS = TableSpec(
+    schema="shop",
+    name="events",
+    columns=(
+        Column("tenant_id", "text", nullable=False),
+        Column("event_id", "bigint", nullable=False),
+        Column("payload", "jsonb"),
+        Column("note", "text"),
+    ),
+    key=("tenant_id", "event_id"),
+)
+
+
+@pytest.mark.parametrize("target", ["empty", "loaded"])
+def test_json_that_jsonb_refuses_is_rejected_without_checks_declared(warehouse: WarehouseResource, target) -> None:
+    """A spec without checks tries the load unchecked, then marks values that are not JSON with the cheap check;
+    values that are JSON but not jsonb (a \\u0000 escape, a number beyond numeric) still fail, and the exact check
+    finds them. Into an empty table (plain INSERT) and a loaded one (MERGE); with a NUL byte marked before COPY too."""
+    if target == "loaded":
+        warehouse.load(EVENTS, [pa.table({"tenant_id": ["a"], "event_id": [100], "payload": ["{}"]})], mode="merge")
+    batch = pa.table(
+        {
+            "tenant_id": ["a"] * 6,
+            "event_id": [1, 2, 3, 4, 5, 6],
+            "payload": ['{"a": 1}', "{not json", '{"a": "\\u0000"}', "[1, 2]", '{"n": 1e1000000}', '"s"'],
+            "note": ["ok", "x", "y", "ok", "z", "nul\x00" if target == "loaded" else "ok"],
+        }
+    )
+    result = warehouse.load(EVENTS, [batch], mode="merge", source="events-1")
+    good = [(1, {"a": 1}), (4, [1, 2])] + ([] if target == "loaded" else [(6, "s")])
+    assert (result.inserted, result.rejected) == (len(good), 6 - len(good))
+    assert q(warehouse, "SELECT event_id, payload FROM shop.events WHERE event_id < 100 ORDER BY 1") == good
+    rejects = q(warehouse, "SELECT line_number, column_name, reason, raw->>'payload' FROM shop.events_rejects")
+    by_line = {line: (column, reason, raw) for line, column, reason, raw in rejects}
+    assert sorted(by_line) == ([2, 3, 5, 6] if target == "loaded" else [2, 3, 5])
+    assert by_line[2][0] == "payload" and "json" in by_line[2][1] and by_line[2][2] == "{not json"
+    assert by_line[3][0] == "payload" and "unsupported Unicode escape sequence" in by_line[3][1]
+    assert by_line[5][0] == "payload" and by_line[5][1]
+    if target == "loaded":
+        assert by_line[6][0] == "note" and "NUL byte" in by_line[6][1]
+    # A reload of the same source replaces its rejects.
+    again = warehouse.load(EVENTS, [batch], mode="merge", source="events-1")
+    assert again.rejected == 6 - len(good) and q(warehouse, "SELECT count(*) FROM shop.events_rejects") == [
+        (6 - len(good),)
+    ]
+
+
 def test_parser_rejects_go_to_the_same_table_in_the_same_load(warehouse: WarehouseResource) -> None:
     frame = pd.DataFrame({"tenant_id": ["a"], "item_id": [1], "name": ["x"], "quantity": [1]})
     parse_failure = Reject(line_number=7, reason="expected 3 fields, found 2", raw={"a": "1"}, tenant_id="a")
@@ -216,6 +263,38 @@ def test_parked_rows_load_on_the_childs_next_load_after_the_parent(warehouse: Wa
     assert (resolved.unparked, resolved.inserted, resolved.pending) == (1, 1, 0)
     assert q(warehouse, "SELECT order_id, total FROM shop.orders") == [("o1", decimal.Decimal("12.50"))]
     assert q(warehouse, "SELECT count(*) FROM shop.pending") == [(0,)]
+
+
+def test_a_tenants_load_retries_only_its_own_parked_rows(warehouse: WarehouseResource) -> None:
+    """Tenant b's load neither loads, re-parks, locks nor counts tenant a's parked rows, even once a's parent exists;
+    a's own next load does, and an empty load (no tenant named) retries every tenant's."""
+    orders = orders_spec("park")
+    warehouse.migrate([CUSTOMERS, orders])
+    for tenant in ("a", "b"):
+        order = pd.DataFrame({"tenant_id": [tenant], "order_id": ["o1"], "customer_id": ["c1"], "total": ["1.00"]})
+        assert warehouse.load(orders, [order], mode="merge", source=f"{tenant}-1").parked == 1
+    a_parked = q(warehouse, "SELECT xmin::text, parked_at FROM shop.pending WHERE tenant_id = 'a'")
+    customers = pd.DataFrame({"tenant_id": ["a", "b"], "customer_id": ["c1", "c1"]})
+    warehouse.load(CUSTOMERS, [customers], mode="merge")
+
+    b_order = pd.DataFrame({"tenant_id": ["b"], "order_id": ["o2"], "customer_id": ["c1"], "total": ["2.00"]})
+    b_load = warehouse.load(orders, [b_order], mode="merge", source="b-2")
+    assert (b_load.unparked, b_load.inserted, b_load.pending) == (1, 2, 0)
+    # a's parked row is untouched: same row version (xmin), same parked_at, and not loaded although its parent exists.
+    assert q(warehouse, "SELECT xmin::text, parked_at FROM shop.pending WHERE tenant_id = 'a'") == a_parked
+    assert q(warehouse, "SELECT tenant_id, order_id FROM shop.orders ORDER BY 1, 2") == [("b", "o1"), ("b", "o2")]
+
+    # A slice names the tenant too, with no input rows.
+    a_load = warehouse.load(orders, [], mode="merge", slice_={"tenant_id": ["a"]})
+    assert (a_load.unparked, a_load.inserted, a_load.pending) == (1, 1, 0)
+    assert q(warehouse, "SELECT count(*) FROM shop.pending") == [(0,)]
+
+    # With no tenant named at all, every tenant's parked rows are retried.
+    for tenant in ("c", "d"):
+        order = pd.DataFrame({"tenant_id": [tenant], "order_id": ["o1"], "customer_id": ["c9"], "total": ["1.00"]})
+        warehouse.load(orders, [order], mode="merge")
+    everyone = warehouse.load(orders, [], mode="merge")
+    assert (everyone.unparked, everyone.parked, everyone.pending) == (2, 2, 2)
 
 
 def test_deleted_keys_set_tombstones_and_a_full_slice_refresh_removes_absent_rows(warehouse: WarehouseResource) -> None:

@@ -8,13 +8,11 @@ rebuilt from storage after a parser fix without asking BrightData again (it keep
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
 
 from ingestion_platform import crawl_state
 from ingestion_platform.defs.brightdata import crawls
@@ -149,34 +147,6 @@ def raw_snapshot(
     return dg.MaterializeResult(metadata=metadata)
 
 
-# Posts are merged in slices of this many rows, one short transaction each: measured on loader v2 (2 busy cores), one
-# MERGE of a whole snapshot grew faster than its size (40k posts 1.5 s, 80k 6 s in the transaction, 200k > 10 min),
-# while slices keep each transaction short. A crash between slices leaves some posts of the snapshot loaded; the
-# rerun converges, since the merge is by key and each slice (fixed by the deterministic parse) has its own source.
-LOAD_CHUNK_ROWS = 25_000
-
-
-def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[Iterator[pa.RecordBatch]]:
-    """Consecutive runs of batches of about `rows` rows each, read lazily from one stream."""
-    batches = iter(batches)
-    for head in batches:
-
-        def run(head: pa.RecordBatch = head) -> Iterator[pa.RecordBatch]:
-            taken = head.num_rows
-            yield head
-            while taken < rows:
-                batch = next(batches, None)
-                if batch is None:
-                    return
-                taken += batch.num_rows
-                yield batch
-
-        chunk = run()
-        yield chunk
-        for _ in chunk:  # a consumer that stopped early must not shift the next slice
-            pass
-
-
 @dg.asset(
     key=POSTS_KEY,
     deps=[RAW_SNAPSHOT_KEY],
@@ -211,10 +181,10 @@ def posts(
             first = next(batches, None)
             preview = [] if first is None else first.slice(0, 5).select(["post_id", "author_name", "text"]).to_pylist()
             pending = itertools.chain([first] if first is not None else [], batches)
-            for part, chunk in enumerate(_chunks(pending, LOAD_CHUNK_ROWS)):
-                results.append(warehouse.load(POSTS, chunk, mode="merge", source=f"{key}#{part}"))
-        # The records parsing rejected, under the object's own key; a reload replaces them.
-        results.append(warehouse.load(POSTS, [], mode="merge", source=key, rejects=parser.quarantine()))
+            # One load per snapshot, whatever its size (the merge's work is linear in its rows, issue 6): the posts
+            # and, read once they are parsed, the records parsing rejected, under the object's key (a reload
+            # replaces them), in one short transaction.
+            results.append(warehouse.load(POSTS, pending, mode="merge", source=key, rejects=parser.quarantine()))
         rejects = parser.rejects()
         stats = parser.stats
         _load_snapshot_row(warehouse, _snapshot_row(crawl, key, "parsed", stats.bytes_read, stats.posts, stats.media))

@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 import yaml
 
 from ingestion_platform.defs.brightdata.assets import (
     POSTS_KEY,
     RAW_SNAPSHOT_KEY,
-    _chunks,
     posts,
     raw_snapshot,
     raw_snapshot_key,
@@ -462,11 +460,3 @@ def test_demo_leg_loads_posts_for_every_tenant(
     assert counts[["tenant_id", "competitor"]].values.tolist() == [["acme", "nutifood"], ["globex", "vinamilk"]]
     assert (counts["n"] > 250).all()
     assert set(warehouse.query("SELECT status FROM social.crawl_metadata")["status"]) == {"loaded"}
-
-
-def test_posts_are_merged_in_slices_that_keep_every_batch_once() -> None:
-    batches = [pa.record_batch({"n": list(range(i * 10, i * 10 + 10))}) for i in range(7)]
-    slices = [[b["n"].to_pylist() for b in chunk] for chunk in _chunks(iter(batches), 25)]
-    assert [len(s) for s in slices] == [3, 3, 1]
-    assert [n for s in slices for b in s for n in b] == list(range(70))
-    assert list(_chunks(iter([]), 25)) == []
