@@ -23,6 +23,7 @@ so the seeded reports start no runs and each test decides what lands where and w
 """
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -55,6 +56,7 @@ ASSET_JOB = "__ASSET_JOB"
 DAYS_BACK = 10
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 BACKFILL_FINISHED = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 T = TypeVar("T")
 
 RUNS_QUERY = """query Runs($filter: RunsFilter, $limit: Int) {
@@ -511,11 +513,25 @@ def _instance_configs(dagster_home: Path, client_home: Path, dagster_pg_url: str
     (client_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): kill it if the test process dies without its teardown (a killed pytest),
+    since its own session keeps it out of reach of the signal that killed pytest. SIGKILL: the code server does
+    not stop on SIGTERM while it waits for its workers."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start(role: str, command: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """A process in its own session, so stopping it stops everything it started (run workers, step processes)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
 
