@@ -23,6 +23,7 @@ so the seeded reports start no runs and each test decides what lands where and w
 """
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -44,6 +45,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from ingestion_platform.resources.object_store import ObjectStoreResource
 from ingestion_platform.sandbox.stack import Sandbox, demo_days, run_sandbox
+from ingestion_platform.tenants import load_registry, sync_tenant_partitions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_INSTANCE = ROOT / "docker" / "dagster.yaml"
@@ -54,6 +56,7 @@ ASSET_JOB = "__ASSET_JOB"
 DAYS_BACK = 10
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 BACKFILL_FINISHED = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 T = TypeVar("T")
 
 RUNS_QUERY = """query Runs($filter: RunsFilter, $limit: Int) {
@@ -69,7 +72,11 @@ LOGS_QUERY = """query Logs($runId: ID!, $cursor: String) {
     ... on EventConnection {
       cursor
       hasMore
-      events { __typename ... on MessageEvent { message level timestamp stepKey } }
+      events {
+        __typename
+        ... on MessageEvent { message level timestamp stepKey }
+        ... on ErrorEvent { error { message } }
+      }
     }
     ... on PythonError { message }
   }
@@ -413,6 +420,16 @@ class UIStack:
             if not data["hasMore"]:
                 return events
 
+    def run_errors(self, run_id: str) -> str:
+        """The run's error events (step and run failures with their root errors) and the processes' log tails:
+        what an assertion on a run's status should say when it fails."""
+        lines = [f"run {run_id}:"]
+        for event in self.run_messages(run_id):
+            if event["level"] in ("ERROR", "CRITICAL") or event.get("error"):
+                error = (event.get("error") or {}).get("message") or ""
+                lines.append(f"  [{event['stepKey'] or 'run'}] {event['__typename']}: {event['message']} {error}")
+        return "\n".join(lines) + "\n" + self.log_tails(2000)
+
     def wait_until(self, probe: Callable[[], T | bool | None], timeout: float, what: str, interval: float = 1) -> T:
         """Poll `probe` until it returns something truthy; on timeout raise with the processes' log tails."""
         deadline = time.monotonic() + timeout
@@ -496,11 +513,25 @@ def _instance_configs(dagster_home: Path, client_home: Path, dagster_pg_url: str
     (client_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): kill it if the test process dies without its teardown (a killed pytest),
+    since its own session keeps it out of reach of the signal that killed pytest. SIGKILL: the code server does
+    not stop on SIGTERM while it waits for its workers."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start(role: str, command: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """A process in its own session, so stopping it stops everything it started (run workers, step processes)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
 
@@ -528,6 +559,8 @@ def _wait_for_code_server(port: int, process: subprocess.Popen[bytes], log: Path
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(Exception):
+            # Asked only once the port accepts connections: gRPC prints every refused attempt to stderr.
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             if client.health_check_query() == "SERVING":
                 return
         if process.poll() is not None or time.monotonic() > deadline:
@@ -612,15 +645,11 @@ def run_ui_stack(home: Path, *, days: tuple[date, ...] | None = None, start_time
             bin_dir = Path(sys.executable).parent
             processes: dict[str, subprocess.Popen[bytes]] = {}
             try:
-                # The instance schema is created once, before three processes would race to create it.
-                subprocess.run(
-                    [str(bin_dir / "dagster"), "instance", "migrate"],
-                    cwd=ROOT,
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                    timeout=start_timeout,
-                )
+                # The instance schema is created here, before three processes would race to create it, and the tenant
+                # partitions exist before any test launches a backfill: what `ingestion-platform tenants sync` does
+                # (the sync sensor would add them on its first tick too).
+                with dg.DagsterInstance.from_config(str(client_home)) as instance:
+                    sync_tenant_partitions(instance, load_registry(sandbox.tenants_file))
                 processes["code_server"] = _start(
                     "code_server",
                     [
@@ -661,16 +690,6 @@ def run_ui_stack(home: Path, *, days: tuple[date, ...] | None = None, start_time
                 )
                 stack.wait_until(lambda: _location_loaded(stack), start_timeout, "the webserver to load the location")
                 stack.wait_until(lambda: _daemons_healthy(stack), start_timeout, "the daemons' first heartbeats")
-                # The tenant partitions exist before any test launches a backfill (the sync sensor would add them
-                # on its first tick too; this is the operator's command for not waiting for it).
-                subprocess.run(
-                    [str(bin_dir / "ingestion-platform"), "tenants", "sync"],
-                    cwd=home,
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                    timeout=start_timeout,
-                )
                 yield stack
             finally:
                 _stop({role: processes[role] for role in ("daemon", "webserver", "code_server") if role in processes})

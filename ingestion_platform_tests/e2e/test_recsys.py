@@ -1,15 +1,19 @@
 """An upload with its `.done` marker becomes one run per file, then automation recomputes the tenant's features."""
 
 import pyarrow.parquet as pq
+import pytest
 
 from ingestion_platform_tests.e2e.conftest import Landed
 from ingestion_platform_tests.e2e.stack import UIStack
 
+pytestmark = pytest.mark.timeout(900)  # the sensors tick every 30 to 60 s; a loaded CI machine runs slowly
+
 
 def test_the_landing_sensor_loads_an_upload_and_automation_follows(ui_stack: UIStack, landed: Landed) -> None:
-    runs = ui_stack.wait_for_runs({"dagster/sensor_name": "recsys_landing", "tenant": "acme"}, count=2, timeout=300)
+    runs = ui_stack.wait_for_runs({"dagster/sensor_name": "recsys_landing", "tenant": "acme"}, count=2, timeout=600)
     assert {r["tags"]["recsys/landing_key"] for r in runs} >= set(landed.recsys_keys), runs
-    assert all(r["status"] == "SUCCESS" for r in runs), ui_stack.log_tails()
+    for run in runs:
+        assert run["status"] == "SUCCESS", ui_stack.run_errors(run["runId"])
 
     store = ui_stack.object_store()
     interactions = [o.key for o in store.list("acme/raw/interactions/") if o.key.endswith(".parquet")]
@@ -23,13 +27,13 @@ def test_the_landing_sensor_loads_an_upload_and_automation_follows(ui_stack: UIS
         lambda: ui_stack.runs(
             {"dagster/from_automation_condition": "true", "dagster/partition": "acme"}, statuses=["SUCCESS"]
         ),
-        300,
+        600,
         "recsys features recomputed by automation",
     )
     assert features
     ui_stack.wait_until(
         lambda: (ui_stack.object_store_root / "acme" / "training" / "training_samples.parquet").exists(),
-        300,
+        600,
         "acme/training/training_samples.parquet",
     )
     samples = pq.read_table(ui_stack.object_store_root / "acme" / "training" / "training_samples.parquet")
