@@ -178,15 +178,23 @@ def run_sandbox(
     sftp_port: int = 0,
     days: tuple[date, ...] | None = None,
     brightdata_port: int = 0,
+    bigquery: BigQueryEmulator | None = None,
 ) -> Iterator[Sandbox]:
-    """Start every stand-in under `home/sandbox`, seed it, and stop it all when the block exits."""
+    """Start every stand-in under `home/sandbox`, seed it, and stop it all when the block exits.
+
+    `bigquery`: an emulator this process already serves (the emulator keeps module-level state, so a process can
+    serve only one); the sandbox seeds its own project into it instead of starting another."""
     home = home.resolve()
     root = home / "sandbox"
     (root / "bigquery").mkdir(parents=True, exist_ok=True)
     days = days or demo_days()
     users = dict.fromkeys(SANDBOX_TENANTS, SFTP_PASSWORD)
     with (
-        run_bigquery_emulator(root / "bigquery", port=bigquery_port) as emulator,
+        (
+            contextlib.nullcontext(bigquery)
+            if bigquery is not None
+            else run_bigquery_emulator(root / "bigquery", port=bigquery_port)
+        ) as emulator,
         run_sftp_server(root / "sftp", users, root / "sftp_host_key", port=sftp_port) as sftp,
         run_brightdata_api(BrightDataSandboxConfig(api_key=BRIGHTDATA_KEY, seed="demo"), port=brightdata_port) as bd,
         contextlib.ExitStack() as stack,

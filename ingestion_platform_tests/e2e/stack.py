@@ -44,6 +44,7 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from ingestion_platform.resources.object_store import ObjectStoreResource
+from ingestion_platform.sandbox.bigquery import BigQueryEmulator
 from ingestion_platform.sandbox.stack import Sandbox, demo_days, run_sandbox
 from ingestion_platform.tenants import load_registry, sync_tenant_partitions
 
@@ -593,8 +594,16 @@ def _daemons_healthy(stack: UIStack) -> bool:
 
 
 @contextlib.contextmanager
-def run_ui_stack(home: Path, *, days: tuple[date, ...] | None = None, start_timeout: float = 300) -> Iterator[UIStack]:
-    """Start everything under `home`, yield the running stack, and stop it all (no process left behind)."""
+def run_ui_stack(
+    home: Path,
+    *,
+    days: tuple[date, ...] | None = None,
+    start_timeout: float = 300,
+    bigquery: BigQueryEmulator | None = None,
+) -> Iterator[UIStack]:
+    """Start everything under `home`, yield the running stack, and stop it all (no process left behind).
+
+    `bigquery`: the emulator the test session already serves in this process, if any (one per process)."""
     home = home.resolve()
     logs_dir = home / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -613,7 +622,7 @@ def run_ui_stack(home: Path, *, days: tuple[date, ...] | None = None, start_time
         _instance_configs(dagster_home, client_home, dagster_pg_url)
         objects = home / "objects"
         objects.mkdir(exist_ok=True)
-        with run_sandbox(home, days=days) as sandbox:
+        with run_sandbox(home, days=days, bigquery=bigquery) as sandbox:
             env = child_environment(
                 {
                     **sandbox.environment(),
