@@ -870,12 +870,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", default="sandbox")
     parser.add_argument("--ready-after-seconds", type=float, default=2.0)
     parser.add_argument("--posts-per-snapshot", type=int, default=None)
+    parser.add_argument(
+        "--building-responses", type=int, default=1, help="202 building answers before a snapshot is served"
+    )
     args = parser.parse_args(argv)
     config = BrightDataSandboxConfig(
         api_key=args.api_key,
         seed=args.seed,
         ready_after_seconds=args.ready_after_seconds,
         posts_per_snapshot=args.posts_per_snapshot,
+        building_responses=args.building_responses,
     )
     stop = threading.Event()
 

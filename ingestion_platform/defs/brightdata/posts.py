@@ -25,6 +25,7 @@ import codecs
 import json
 import re
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,6 +202,7 @@ class ParseStats:
     media: int = 0
     bytes_read: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # spent parsing (reading the stream included), not waiting for the consumer
 
 
 class _RejectedRecord(ValueError):
@@ -658,6 +660,7 @@ class SnapshotParser:
         self._consumed = True
         pending: list[pa.RecordBatch] = []
         size = 0
+        clock = time.perf_counter()
         for window in _windows(self._stream, self._chunk_size):
             self.stats.records += len(window.raws if window.raws is not None else window.values or ())
             batch = self._fast(window) if window.raws is not None else None
@@ -667,8 +670,12 @@ class SnapshotParser:
                 pending.append(batch)
                 size += batch.num_rows
             if size >= self._batch_size:
-                yield pa.concat_batches(pending)
+                batch = pa.concat_batches(pending)
                 pending, size = [], 0
+                self.stats.seconds += time.perf_counter() - clock
+                yield batch
+                clock = time.perf_counter()
+        self.stats.seconds += time.perf_counter() - clock
         if pending:
             yield pa.concat_batches(pending)
 
