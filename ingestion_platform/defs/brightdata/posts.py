@@ -586,6 +586,11 @@ def _raw_json(record: Any) -> str:
     return raw
 
 
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One batch of several (the loader's per-batch work is fixed-cost; windows are a few hundred records)."""
+    return batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
 def _present(column: tuple[str | None, ...]) -> pa.Array:
     """Text as `_text` reads it: an empty string is no value."""
     array = pa.array(column, pa.string())
@@ -670,14 +675,14 @@ class SnapshotParser:
                 pending.append(batch)
                 size += batch.num_rows
             if size >= self._batch_size:
-                batch = pa.concat_batches(pending)
+                batch = _concat(pending)
                 pending, size = [], 0
                 self.stats.seconds += time.perf_counter() - clock
                 yield batch
                 clock = time.perf_counter()
         self.stats.seconds += time.perf_counter() - clock
         if pending:
-            yield pa.concat_batches(pending)
+            yield _concat(pending)
 
     def _slow(self, window: _Window) -> pa.RecordBatch | None:
         """Record by record, in Python: every check, every reason, every leniency (counts as text, ids as numbers)."""
