@@ -591,33 +591,33 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _present(column: tuple[str | None, ...]) -> pa.Array:
+def _present(column: list[str | None]) -> pa.Array:
     """Text as `_text` reads it: an empty string is no value."""
     array = pa.array(column, pa.string())
     return pc.if_else(pc.equal(array, ""), _NO_TEXT, array)
 
 
-def _first(*columns: tuple[str | None, ...]) -> pa.Array:
+def _first(*columns: list[str | None]) -> pa.Array:
     return pc.coalesce(*map(_present, columns))
 
 
-def _counts(column: tuple[int | None, ...]) -> pa.Array:
+def _counts(column: list[int | None]) -> pa.Array:
     return pa.array(column, pa.int64())
 
 
-def _times(column: tuple[str | None, ...]) -> pa.Array:
+def _times(column: list[str | None]) -> pa.Array:
     """ISO 8601 with a zone, read by Arrow; raises ArrowInvalid for anything else (no zone, not a date)."""
     return pc.cast(_present(column), _TIMESTAMP)
 
 
-def _fast_arrays(columns: list[tuple[Any, ...]]) -> dict[str, pa.Array]:
+def _fast_arrays(columns: list[list[Any]]) -> dict[str, pa.Array]:
     """The record columns of a window decoded as `_FastRecord`s, by `post_values`' rules, with Arrow's kernels."""
 
-    def c(name: str) -> tuple[Any, ...]:
+    def c(name: str) -> list[Any]:
         return columns[_F[name]]
 
     attachments = c("attachments")
-    likes_type = tuple(None if v is None else v.num for v in c("num_likes_type"))
+    likes_type = [None if v is None else v.num for v in c("num_likes_type")]
     media = [b"[]" if a is None else msgspec.json.format(b"[" + b",".join(a) + b"]", indent=-1) for a in attachments]
     tags = [None if h is None else msgspec.json.encode(h) for h in c("hashtags")]
     return {
@@ -718,9 +718,10 @@ class SnapshotParser:
             records = _FAST_LIST.decode(window.array)
         except msgspec.DecodeError:  # ValidationError included: a value outside the common shape
             return None
-        columns = list(zip(*map(msgspec.structs.astuple, records), strict=True))
-        if not columns:
+        if not records:
             return None
+        # One list per field, not one tuple per record: fewer objects for the cyclic GC to track and scan.
+        columns = [[getattr(r, name) for r in records] for name in _FastRecord.__struct_fields__]
         ids, errors, codes = columns[_F_POST_ID], columns[_F_ERROR], columns[_F_ERROR_CODE]
         odd = [
             i
