@@ -20,7 +20,9 @@ Errors carry BrightData's message as `{"error": message}`. Records are realistic
 BrightData's "Facebook - Posts by profile URL" dataset: unicode and emoji text, hashtags, attachments, page profile)
 with a share of error records (`error`, `error_code`, as `include_errors=true` returns them) and of posts without a
 post id. Every record is a pure function of (seed, snapshot id, position), so a snapshot's body is identical on
-every download, for any `batch_size`, and never held in memory: 200,000 posts stream in bounded memory.
+every download, for any `batch_size`, and never held in memory: 200,000 posts stream in bounded memory. As
+BrightData serves a built snapshot from storage, the sandbox renders a snapshot's json body to a temporary file
+once (progress says `digesting` until then) and serves downloads and parts as byte ranges of it.
 
 Run it in-process for tests (uvicorn in a background thread, `run_brightdata_api`) or as its own process:
 
