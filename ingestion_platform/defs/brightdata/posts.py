@@ -11,7 +11,7 @@ reason, so both paths give the same rows; error records and records without a po
 checks on either path. Measured on the 200,000-post bench snapshot (371 MB), alternating in one process on a
 shared 2-core machine: about 4 s of CPU either way, the window path 5% ahead. Both are bound by what they share:
 msgspec's syntax scan to cut windows, one Python string per field and record, and Arrow copying those strings;
-going lower needs a reader that never builds Python objects (DuckDB's read_json takes ~1.5 s of CPU for the file).
+going lower needs a reader that never builds Python objects (DuckDB's read_json took 0.9 s of CPU for the file).
 pyarrow's JSON reader was not an option: it reads newline-delimited JSON only, fails a whole block on one value of
 an unexpected type, and cannot hand back the attachments as JSON text. Whatever msgspec does not take (NDJSON, a
 body that is not an array, an unpaired surrogate escape, a truncated or malformed body) is read by the standard
