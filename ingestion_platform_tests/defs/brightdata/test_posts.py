@@ -172,27 +172,6 @@ def test_lenient_where_brightdata_varies() -> None:
     assert third["text"] is None and third["video_views"] == 5000 and third["is_sponsored"] is None
 
 
-def test_windows_decoded_whole_give_the_rows_and_reasons_of_record_by_record_parsing() -> None:
-    """The common shape takes the window path, NDJSON the record-by-record one: same rows, same rejects, and an id
-    that needs trimming (found only by the per-record checks) keeps its place in the snapshot's order."""
-    records = [post(str(i), content=f"{EMOJI_TEXT} {i}", likes=i, is_sponsored=i % 2 == 0) for i in range(40)]
-    records[7] = post(" 7 ")
-    records[11] = {"timestamp": "2024-10-01T14:24:33.657Z", "error": "Page not found", "error_code": "dead_page"}
-    records[12] = post(None)
-    records[20] = post("20", attachments=None, hashtags=None, page_name="", video_view_count=12)
-    array = ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]").encode()
-    ndjson = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode()
-    rows, rejects, stats = parse(array, chunk_size=4096)
-    expected_rows, expected_rejects, _ = parse(ndjson)
-    assert rows == expected_rows and [r["post_id"] for r in rows][5:9] == ["5", "6", "7", "8"]
-    assert [(r["ordinal"], r["reason"], json.loads(r["raw"])) for r in rejects] == [
-        (r["ordinal"], r["reason"], json.loads(r["raw"])) for r in expected_rejects
-    ]
-    assert [r["ordinal"] for r in rejects] == [11, 12]
-    assert rows[18]["media"] == "[]" and rows[18]["author_name"] == "Lady Gaga Daily" and rows[18]["video_views"] == 12
-    assert stats.posts == 38 and stats.media == 37
-
-
 @pytest.mark.parametrize("chunk_size", [1, 7, 4096, 1 << 20])
 def test_chunk_boundaries_never_change_the_result(chunk_size: int) -> None:
     """Multi-byte characters, numbers and records split across reads parse exactly as when read whole."""
