@@ -152,7 +152,7 @@ class ApiClient:
         max_retry_wait: float = 60.0,
         attempts: int = 5,
         retry_timeout: float | None = 300.0,
-        chunk_size: int = 1024 * 1024,
+        chunk_size: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         register_secret(*secrets)
@@ -236,6 +236,10 @@ class ApiClient:
         idempotent: bool | None = None,
     ) -> DownloadResult:
         """Stream a response body into `sink` (a file, or anything with `write`) in `chunk_size` pieces.
+
+        `chunk_size=None` (the default) writes the pieces as they come off the socket: httpx re-slicing them into
+        larger chunks cost more than the download itself (a 370 MB body from localhost: 2.0 s in 1 MiB chunks,
+        0.9 s as received), and a file sink buffers its writes anyway.
 
         After a dropped connection or a timeout the download continues where it stopped when the server announced
         `Accept-Ranges: bytes` on an unencoded body (with `If-Range` on its ETag or Last-Modified, so a changed

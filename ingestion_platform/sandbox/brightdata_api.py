@@ -20,7 +20,9 @@ Errors carry BrightData's message as `{"error": message}`. Records are realistic
 BrightData's "Facebook - Posts by profile URL" dataset: unicode and emoji text, hashtags, attachments, page profile)
 with a share of error records (`error`, `error_code`, as `include_errors=true` returns them) and of posts without a
 post id. Every record is a pure function of (seed, snapshot id, position), so a snapshot's body is identical on
-every download, for any `batch_size`, and never held in memory: 200,000 posts stream in bounded memory.
+every download, for any `batch_size`, and never held in memory: 200,000 posts stream in bounded memory. As
+BrightData serves a built snapshot from storage, the sandbox renders a snapshot's json body to a temporary file
+once (progress says `digesting` until then) and serves downloads and parts as byte ranges of it.
 
 Run it in-process for tests (uvicorn in a background thread, `run_brightdata_api`) or as its own process:
 
@@ -37,11 +39,15 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +71,7 @@ TOO_MANY_JOBS = (
     "multiple inputs into a single request. Running jobs: 100>=100"
 )
 _STREAM_CHUNK_BYTES = 256 * 1024
+_FILE_CHUNK_BYTES = 1 << 20
 _ERROR_CODES = (
     ("dead_page", "Page does not exist or is no longer available"),
     ("login_required", "The content is only available to logged-in users"),
@@ -117,6 +124,11 @@ class BrightDataSandboxConfig:
     missing_id_rate: float = 0.01
     expire_after_seconds: float | None = None  # BrightData keeps snapshots for 16 days
     min_batch_size: int = 1000
+    # A snapshot's json body is rendered to a file once (BrightData serves built snapshots from storage; rendering
+    # while sending capped the sandbox at ~90 MB/s, below what the platform ingests). Up to this many records it
+    # is rendered while the trigger is answered (milliseconds), larger ones in a background thread while progress
+    # still says `digesting`; a download asked for before that is rendered while it is sent, as before.
+    render_inline_records: int = 10_000
     reference_time: datetime = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # posts are dated before it
 
 
@@ -166,6 +178,7 @@ class _Snapshot:
     polls: int = 0
     downloads_refused: int = 0
     expired: bool = False
+    body: "_RenderedBody | None" = None  # set once the JSON body is rendered to a file
 
     @property
     def total(self) -> int:
@@ -376,6 +389,12 @@ class _State:
         self.downloads: list[Download] = []
         self.triggers = 0
         self.lock = threading.Lock()
+        self.workdir = tempfile.mkdtemp(prefix="brightdata-sandbox-")
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def new_snapshot_id(self) -> str:
         digest = hashlib.sha256(f"{self.config.seed}|snapshot|{len(self.snapshots)}".encode()).digest()
@@ -463,6 +482,12 @@ async def _trigger(request: Request) -> Response:
             created=time.monotonic(),
         )
         state.snapshots[snapshot.id] = snapshot
+    if snapshot.total <= config.render_inline_records:
+        _render(state, snapshot)
+    else:
+        threading.Thread(
+            target=_render_in_background, args=(state, snapshot), name=f"render-{snapshot.id}", daemon=True
+        ).start()
     return JSONResponse({"snapshot_id": snapshot.id})
 
 
@@ -479,6 +504,8 @@ async def _progress(request: Request) -> Response:
     with state.lock:
         status = state.status(snap)
         snap.polls += 1
+        if status == "ready" and snap.body is None:
+            status = "digesting"  # still rendering: BrightData too says ready only once a snapshot can be served
     body: dict[str, Any] = {"snapshot_id": snap.id, "dataset_id": snap.dataset_id, "status": status}
     if status == "ready":
         body["records"] = snap.total
@@ -514,6 +541,75 @@ def snapshot_records(
         text, is_error = render_record(config, snapshot_id, index, page, item)
         if include_errors or not is_error:
             yield text
+
+
+@dataclass(frozen=True)
+class _RenderedBody:
+    """A snapshot's `format=json` body rendered once to a file, the way BrightData serves a built snapshot from
+    storage: each record is followed by `,\\n`, and `offsets[i]` is where record i starts (an error record left out
+    without `include_errors` takes no bytes), so any part is a byte range between the array's brackets."""
+
+    path: str
+    offsets: array
+
+    def part(self, start: int, stop: int) -> Iterator[bytes]:
+        """The body of records [start, stop) exactly as `_body` renders it, read in large chunks."""
+        first, last = self.offsets[start], self.offsets[stop]
+        if last == first:
+            yield b"[\n\n]\n"
+            return
+        yield b"[\n"
+        remaining = last - first - 2  # without the last record's ",\n"
+        with open(self.path, "rb") as f:
+            f.seek(first)
+            while remaining > 0:
+                chunk = f.read(min(remaining, _FILE_CHUNK_BYTES))
+                if not chunk:
+                    raise RuntimeError(f"{self.path} is shorter than its offsets say")
+                remaining -= len(chunk)
+                yield chunk
+        yield b"\n]\n"
+
+
+def _render(state: _State, snap: _Snapshot) -> None:
+    """Render the snapshot's json body to a file; progress says `ready` only once this is done."""
+    path = os.path.join(state.workdir, f"{snap.id}.json")
+    offsets = array("q", [0])
+    position = 0
+    pending: list[bytes] = []
+    size = 0
+    bounds = list(itertools.accumulate(snap.counts))
+    pages: dict[int, _Page] = {}
+    with open(path, "wb") as out:
+        for index in range(snap.total):
+            which = bisect.bisect_right(bounds, index)
+            item = snap.inputs[which]
+            page = pages.get(which)
+            if page is None:
+                page = pages[which] = _page(
+                    state.config.seed, item["url"], bool(item.get("include_profile_data", True))
+                )
+            text, is_error = render_record(state.config, snap.id, index, page, item)
+            if snap.include_errors or not is_error:
+                data = f"{text},\n".encode()
+                pending.append(data)
+                size += len(data)
+            offsets.append(position + size)
+            if size >= _STREAM_CHUNK_BYTES:
+                out.write(b"".join(pending))
+                position += size
+                pending, size = [], 0
+        out.write(b"".join(pending))
+    with state.lock:
+        snap.body = _RenderedBody(path, offsets)
+
+
+def _render_in_background(state: _State, snap: _Snapshot) -> None:
+    try:
+        _render(state, snap)
+    except OSError:
+        if not state.closed:  # a server stopping mid-render has removed the folder: nothing to report
+            logger.exception("rendering snapshot %s failed; it is served while rendered instead", snap.id)
 
 
 def _record_texts(state: _State, snap: _Snapshot, start: int, stop: int) -> Iterator[str]:
@@ -602,8 +698,14 @@ async def _snapshot(request: Request) -> Response:
     refusal = _ready_or_refusal(state, snap)
     if refusal is not None:
         return refusal
+    rendered = snap.body
     if snap.total == 0 or (
-        not snap.include_errors and not any(True for _ in _record_texts(state, snap, 0, snap.total))
+        not snap.include_errors
+        and (
+            rendered.offsets[-1] == 0
+            if rendered is not None
+            else not any(True for _ in _record_texts(state, snap, 0, snap.total))
+        )
     ):
         return _error(400, "Snapshot is empty")
     start, stop = 0, snap.total
@@ -615,7 +717,11 @@ async def _snapshot(request: Request) -> Response:
             return JSONResponse({"validation_errors": [f"part must be between 1 and {parts}"]}, status_code=400)
         start, stop = (part - 1) * batch_size, min(part * batch_size, snap.total)
     media_type = "application/json" if fmt == "json" else "application/x-ndjson"
-    chunks = _metered(state, snap, part, _body(_record_texts(state, snap, start, stop), fmt))
+    if fmt == "json" and rendered is not None:
+        body = rendered.part(start, stop)
+    else:  # requested before its rendering finished, or as ndjson: rendered while it is sent
+        body = _body(_record_texts(state, snap, start, stop), fmt)
+    chunks = _metered(state, snap, part, body)
     return StreamingResponse(chunks, media_type=f"{media_type}; charset=utf-8")
 
 
@@ -755,6 +861,7 @@ def run_brightdata_api(
         thread.join(timeout=30)
         sock.close()
         error_logger.removeFilter(quiet)
+        state.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -765,12 +872,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", default="sandbox")
     parser.add_argument("--ready-after-seconds", type=float, default=2.0)
     parser.add_argument("--posts-per-snapshot", type=int, default=None)
+    parser.add_argument(
+        "--building-responses", type=int, default=1, help="202 building answers before a snapshot is served"
+    )
     args = parser.parse_args(argv)
     config = BrightDataSandboxConfig(
         api_key=args.api_key,
         seed=args.seed,
         ready_after_seconds=args.ready_after_seconds,
         posts_per_snapshot=args.posts_per_snapshot,
+        building_responses=args.building_responses,
     )
     stop = threading.Event()
 

@@ -16,6 +16,7 @@ from ingestion_platform.sandbox.brightdata_api import (
     BrightDataSandbox,
     BrightDataSandboxConfig,
     run_brightdata_api,
+    snapshot_records,
 )
 from ingestion_platform.tenants import BRIGHTDATA_FACEBOOK_POSTS_DATASET as DATASET
 
@@ -254,6 +255,42 @@ def test_large_snapshots_stream_in_bounded_memory() -> None:
     assert received > 20_000_000
     assert peak < 12_000_000, f"peak {peak / 1e6:.1f} MB while streaming {received / 1e6:.0f} MB"
     assert len(last_part) == 1000
+
+
+@pytest.mark.parametrize("include_errors", ["true", "false"])
+def test_a_snapshot_rendered_in_the_background_is_served_byte_for_byte_as_rendered_while_sent(
+    include_errors: str,
+) -> None:
+    """Progress says ready only once the body is rendered; then the whole body and every part are the bytes the
+    sandbox renders record by record (ndjson is still rendered while sent)."""
+    config = BrightDataSandboxConfig(posts_per_snapshot=2_500, render_inline_records=0, **FAST)
+    inputs = [{"url": PAGE}]
+    with run_brightdata_api(config) as sandbox, client(sandbox) as http:
+        snapshot_id = trigger(http, inputs, include_errors=include_errors).json()["snapshot_id"]
+        statuses = [http.get(f"/datasets/v3/progress/{snapshot_id}").json()["status"]]
+        while statuses[-1] != "ready":
+            assert statuses[-1] in ("starting", "running", "collecting", "digesting"), statuses
+            statuses.append(http.get(f"/datasets/v3/progress/{snapshot_id}").json()["status"])
+        whole = http.get(f"/datasets/v3/snapshot/{snapshot_id}").content
+        parts = [
+            http.get(f"/datasets/v3/snapshot/{snapshot_id}", params={"batch_size": 1000, "part": part}).content
+            for part in (1, 2, 3)
+        ]
+        ndjson = http.get(f"/datasets/v3/snapshot/{snapshot_id}", params={"format": "ndjson"}).content
+
+    def rendered(start: int = 0, stop: int | None = None) -> list[str]:
+        errors = include_errors == "true"
+        return list(
+            snapshot_records(config, snapshot_id, inputs, [2_500], include_errors=errors, start=start, stop=stop)
+        )
+
+    def array(texts: list[str]) -> bytes:
+        return ("[\n" + ",\n".join(texts) + "\n]\n").encode()
+
+    assert whole == array(rendered())
+    assert parts == [array(rendered(0, 1000)), array(rendered(1000, 2000)), array(rendered(2000, 2500))]
+    assert ndjson == "\n".join(rendered()).encode()
+    assert len(json.loads(whole)) == (2_500 if include_errors == "true" else len(rendered()))
 
 
 def test_runs_as_its_own_process_for_dev_and_benches() -> None:

@@ -213,6 +213,7 @@ def posts(
                 "load_transactions": dg.MetadataValue.int(len(results)),
                 "reject_reasons": dg.MetadataValue.json(stats.reasons),
                 "bytes_read": dg.MetadataValue.int(stats.bytes_read),
+                "parse_seconds": dg.MetadataValue.float(round(stats.seconds, 3)),
                 "preview": preview_md(preview),
                 "rejects_preview": preview_md(
                     rejects.slice(0, 5).select(["ordinal", "reason", "error_code"]).to_pylist()

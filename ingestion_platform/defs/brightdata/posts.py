@@ -18,6 +18,7 @@ the snapshot; text keeps its unicode and emoji as posted.
 import codecs
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,6 +147,7 @@ class ParseStats:
     media: int = 0
     bytes_read: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0  # spent parsing (reading the stream included), not waiting for the consumer
 
 
 class _RejectedRecord(ValueError):
@@ -534,6 +536,7 @@ class SnapshotParser:
         self._consumed = True
         rows: list[tuple[Any, ...]] = []
         ordinals: list[int] = []
+        clock = time.perf_counter()
         for ordinal, raw, value in _elements(self._stream, self._chunk_size):
             self.stats.records += 1
             try:
@@ -544,10 +547,17 @@ class SnapshotParser:
                 continue
             ordinals.append(ordinal)
             if len(rows) >= self._batch_size:
-                yield self._batch(rows, ordinals)
+                batch = self._batch(rows, ordinals)
                 rows, ordinals = [], []
+                self.stats.seconds += time.perf_counter() - clock
+                yield batch
+                clock = time.perf_counter()
         if rows:
-            yield self._batch(rows, ordinals)
+            batch = self._batch(rows, ordinals)
+            self.stats.seconds += time.perf_counter() - clock
+            yield batch
+        else:
+            self.stats.seconds += time.perf_counter() - clock
 
     def _reject(self, ordinal: int, record: Any, rejected: _RejectedRecord) -> None:
         stats = self.stats
