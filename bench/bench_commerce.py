@@ -15,7 +15,8 @@ into a local object store's landing zone, then in a child process (so the peak R
 
 Run: `env -u PYTHONDONTWRITEBYTECODE uv run --extra bench python bench/bench_commerce.py [--orders 250000]`
 (an embedded PostgreSQL is started in a temporary directory unless WAREHOUSE_URL / --url is given). The last line is
-`RESULT commerce_rows_per_s=N copy_rows_per_s=N old_rows_per_s=5000 peak_rss_mb=N copy_no_fk_rows_per_s=N copy_bare_rows_per_s=N`.
+`RESULT commerce_rows_per_s=N copy_rows_per_s=N old_rows_per_s=5000 peak_rss_mb=N copy_no_fk_rows_per_s=N
+copy_bare_rows_per_s=N` (one line).
 """
 
 import argparse
