@@ -262,10 +262,11 @@ FROM per_item JOIN per_item_users USING (iidx) JOIN items USING (iidx)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, out: PathLike) -> int:
+    """Write a query's rows as Parquet; COPY answers with the row count, so the file is not read back."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    target = _quote(out)
-    con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
-    return int(_scalar(con, f"SELECT count(*) FROM read_parquet('{target}')"))
+    return int(
+        _scalar(con, f"COPY ({sql}) TO '{_quote(out)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+    )
 
 
 def compute_features(
@@ -281,8 +282,9 @@ def compute_features(
     with _connect(engine) as con:
         rows, duplicates = _load_interactions(con, interactions)
         _user_item_tables(con, engine)
-        users = _copy(con, f"{USER_FEATURES_SQL} ORDER BY user_id", user_features_out)
-        items = _copy(con, f"{ITEM_FEATURES_SQL} ORDER BY item_id", item_features_out)
+        # Integer order is id order: sorting on the integers sorts the files by user_id and item_id, cheaper.
+        users = _copy(con, f"{USER_FEATURES_SQL} ORDER BY uidx", user_features_out)
+        items = _copy(con, f"{ITEM_FEATURES_SQL} ORDER BY iidx", item_features_out)
     return FeatureStats(rows, duplicates, users, items, time.perf_counter() - started)
 
 
