@@ -390,25 +390,26 @@ def training_samples(
             missing = int(_scalar(con, "SELECT sum(missing) FROM deficit"))
             passes = missing * 2 * multiplier // draws_per_pass + 1
             for part in range(passes):
-                # Three statements rather than one query with CTEs: DuckDB plans the combined query far worse.
+                # Separate statements rather than one query with CTEs: DuckDB plans the combined query far worse.
+                # The candidate draws are a table of their own so that the urn join knows their count and builds
+                # its hash table on the urn, not on the draws.
                 con.execute(
                     f"""
                     CREATE OR REPLACE TEMP TABLE draws AS
-                    SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
+                    SELECT uidx, missing, draw, CAST(hash({int(s.seed)}, uidx, draw) % {slots} AS BIGINT) AS slot
                     FROM (
-                        SELECT uidx, missing, draw, hash({int(s.seed)}, uidx, draw) % {slots} AS slot
-                        FROM (
-                            SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
-                            FROM deficit WHERE uidx % {passes} = {part}
-                        )
-                    ) JOIN urn USING (slot)
-                    GROUP BY uidx, urn.iidx
+                        SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
+                        FROM deficit WHERE uidx % {passes} = {part}
+                    )
                     """
                 )
                 con.execute(
                     """
                     CREATE OR REPLACE TEMP TABLE fresh AS
-                    SELECT * FROM draws ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
+                    SELECT * FROM (
+                        SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
+                        FROM draws JOIN urn USING (slot) GROUP BY uidx, urn.iidx
+                    ) ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
                     """
                 )
                 con.execute(
@@ -451,18 +452,11 @@ def training_samples(
         # A sort of all samples with their joins does not fit the memory limit at 20M interactions, so the file is
         # written in slices of consecutive users, each sorted by DuckDB, and the slices concatenated in order.
         slices = (positives + negatives) * _BYTES_PER_SAMPLE // _limit_bytes(engine.memory_limit) + 1
-        user_count = int(_scalar(con, "SELECT count(*) FROM users"))
-        bounds = [user_count * k // slices for k in range(slices + 1)]
-        parts: list[Path] = []
-        for k, (low, high) in enumerate(itertools.pairwise(bounds)):
-            parts.append(Path(work) / f"samples-{k:05d}.parquet")
-            _copy(
-                con,
-                f"{select} FROM ({samples}) s{joins} WHERE s.uidx > {low} AND s.uidx <= {high} "
-                "ORDER BY s.uidx, s.label DESC, s.iidx",
-                parts[-1],
-            )
-        rows = _concatenate(parts, out)
+        order = "ORDER BY s.uidx, s.label DESC, s.iidx"
+        if slices == 1:
+            rows = _copy(con, f"{select} FROM ({samples}) s{joins} {order}", out)
+        else:
+            rows = _sliced_copy(con, f"{select} FROM ({samples}) s{joins}", order, slices, Path(work), out)
         users = int(_scalar(con, "SELECT count(DISTINCT uidx) FROM positives"))
         items = int(_scalar(con, "SELECT count(*) FROM popularity"))
     return SampleStats(
@@ -476,6 +470,19 @@ def training_samples(
         rounds=rounds,
         seconds=time.perf_counter() - started,
     )
+
+
+def _sliced_copy(
+    con: duckdb.DuckDBPyConnection, query: str, order: str, slices: int, work: Path, out: PathLike
+) -> int:
+    """Write the samples in slices of consecutive users, each sorted by DuckDB, then concatenate them in order."""
+    user_count = int(_scalar(con, "SELECT count(*) FROM users"))
+    bounds = [user_count * k // slices for k in range(slices + 1)]
+    parts: list[Path] = []
+    for k, (low, high) in enumerate(itertools.pairwise(bounds)):
+        parts.append(work / f"samples-{k:05d}.parquet")
+        _copy(con, f"{query} WHERE s.uidx > {low} AND s.uidx <= {high} {order}", parts[-1])
+    return _concatenate(parts, out)
 
 
 def _concatenate(parts: Sequence[Path], out: PathLike) -> int:
