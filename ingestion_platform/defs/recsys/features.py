@@ -472,9 +472,7 @@ def training_samples(
     )
 
 
-def _sliced_copy(
-    con: duckdb.DuckDBPyConnection, query: str, order: str, slices: int, work: Path, out: PathLike
-) -> int:
+def _sliced_copy(con: duckdb.DuckDBPyConnection, query: str, order: str, slices: int, work: Path, out: PathLike) -> int:
     """Write the samples in slices of consecutive users, each sorted by DuckDB, then concatenate them in order."""
     user_count = int(_scalar(con, "SELECT count(*) FROM users"))
     bounds = [user_count * k // slices for k in range(slices + 1)]
