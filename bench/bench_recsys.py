@@ -47,7 +47,7 @@ def _peak_rss_mb() -> float:
 def phase_ingest(args: argparse.Namespace) -> dict[str, float]:
     import pyarrow.parquet as pq
 
-    from ingestion_platform.defs.recsys.validate import _gx, validate_file
+    from ingestion_platform.defs.recsys.validate import ACCEPTED_ROW_GROUP_ROWS, _gx, validate_file
 
     started = time.perf_counter()
     _gx("interactions")
@@ -56,7 +56,12 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, float]:
     started = time.perf_counter()
     for source in sorted(Path(args.work, "uploads").glob("interactions*.csv")):
         result = validate_file(source, "interactions")
-        pq.write_table(result.accepted, Path(args.work, "accepted", source.stem + ".parquet"), compression="zstd")
+        pq.write_table(
+            result.accepted,
+            Path(args.work, "accepted", source.stem + ".parquet"),
+            compression="zstd",
+            row_group_size=ACCEPTED_ROW_GROUP_ROWS,
+        )
         pq.write_table(result.rejected, Path(args.work, "accepted", source.stem + ".rejects.parquet"))
         rows += result.rows_total
         rejected += result.rows_rejected
