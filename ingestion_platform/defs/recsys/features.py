@@ -316,28 +316,40 @@ def training_samples(
         tempfile.TemporaryDirectory(prefix="recsys-samples-", dir=engine.temp_directory) as work,
     ):
         _load_interactions(con, interactions)
+        # One pass over the interactions: per user and item touched, how often and when last with a positive type.
+        # Minimum counts, positives, popularity and what each user has seen all follow from these pairs: the
+        # minimums keep or drop whole users and items, so they keep or drop whole pairs.
+        con.execute(
+            f"""
+            CREATE TABLE pairs AS
+            SELECT uidx, iidx, count(*) AS n, max(ts) FILTER (WHERE interaction_type IN ({types})) AS positive_ts
+            FROM interactions GROUP BY uidx, iidx
+            """
+        )
+        # Tables of an in-memory database count against memory_limit, so each goes as soon as it is used up.
+        con.execute("DROP TABLE interactions")
         con.execute(
             f"""
             CREATE TABLE kept AS
-            WITH u AS (SELECT uidx FROM interactions GROUP BY uidx HAVING count(*) >= {int(s.min_user_interactions)}),
-                 i AS (SELECT iidx FROM interactions GROUP BY iidx HAVING count(*) >= {int(s.min_item_interactions)})
-            SELECT * FROM interactions SEMI JOIN u USING (uidx) SEMI JOIN i USING (iidx)
+            WITH u AS (SELECT uidx FROM pairs GROUP BY uidx HAVING sum(n) >= {int(s.min_user_interactions)}),
+                 i AS (SELECT iidx FROM pairs GROUP BY iidx HAVING sum(n) >= {int(s.min_item_interactions)})
+            SELECT * FROM pairs SEMI JOIN u USING (uidx) SEMI JOIN i USING (iidx)
             """
         )
-        kept = int(_scalar(con, "SELECT count(*) FROM kept"))
         con.execute(
             f"""
             CREATE TABLE positives AS
-            SELECT uidx, iidx FROM (
-                SELECT uidx, iidx, max(ts) AS ts FROM kept WHERE interaction_type IN ({types}) GROUP BY uidx, iidx
-            )
-            QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY ts DESC, iidx) <= {int(s.max_positives_per_user)}
+            SELECT uidx, iidx FROM kept WHERE positive_ts IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY positive_ts DESC, iidx)
+                <= {int(s.max_positives_per_user)}
             """
         )
         # The urn holds each kept item in proportion to its interaction count, so a uniform slot is a
         # popularity-weighted item and a draw is an equality join, not a range search.
-        con.execute("CREATE TABLE popularity AS SELECT iidx, count(*) AS n FROM kept GROUP BY iidx")
+        con.execute("CREATE TABLE popularity AS SELECT iidx, CAST(sum(n) AS BIGINT) AS n FROM kept GROUP BY iidx")
+        con.execute("DROP TABLE kept")
         total = int(_scalar(con, "SELECT coalesce(sum(n), 0) FROM popularity"))
+        kept = total
         con.execute(
             f"""
             CREATE TABLE urn AS
@@ -355,12 +367,10 @@ def training_samples(
         con.execute(
             """
             CREATE TABLE seen AS
-            SELECT DISTINCT uidx, iidx FROM interactions SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
+            SELECT uidx, iidx FROM pairs SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
             """
         )
-        # Tables of an in-memory database count against memory_limit, so each goes as soon as it is used up.
-        con.execute("DROP TABLE interactions")
-        con.execute("DROP TABLE kept")
+        con.execute("DROP TABLE pairs")
         con.execute(
             f"""
             CREATE TABLE need AS
