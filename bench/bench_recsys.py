@@ -13,7 +13,9 @@ uploads), then three phases, each in a fresh child process that reports its own 
 The old figures come from its README; it is not runnable here (Kafka, MinIO), so the ratios compare against them.
 
 Run: `env -u PYTHONDONTWRITEBYTECODE uv run --frozen --extra dev python bench/bench_recsys.py
-[--interactions 1000000] [--memory-limit 1GB]`. The last line is
+[--interactions 1000000] [--memory-limit 1GB] [--threads N]`. `--threads` defaults to DuckDB's own choice (every core);
+on a machine whose cores are busy with other work, 1 thread can be faster, as DuckDB's parallel aggregates cost more
+CPU in all. The last line is
 `RESULT ingest_rows_per_s=N features_rows_per_s=N samples_per_s=N peak_rss_mb=N`.
 """
 
@@ -47,7 +49,7 @@ def _peak_rss_mb() -> float:
 def phase_ingest(args: argparse.Namespace) -> dict[str, float]:
     import pyarrow.parquet as pq
 
-    from ingestion_platform.defs.recsys.validate import _gx, validate_file
+    from ingestion_platform.defs.recsys.validate import ACCEPTED_ROW_GROUP_ROWS, _gx, validate_file
 
     started = time.perf_counter()
     _gx("interactions")
@@ -56,7 +58,12 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, float]:
     started = time.perf_counter()
     for source in sorted(Path(args.work, "uploads").glob("interactions*.csv")):
         result = validate_file(source, "interactions")
-        pq.write_table(result.accepted, Path(args.work, "accepted", source.stem + ".parquet"), compression="zstd")
+        pq.write_table(
+            result.accepted,
+            Path(args.work, "accepted", source.stem + ".parquet"),
+            compression="zstd",
+            row_group_size=ACCEPTED_ROW_GROUP_ROWS,
+        )
         pq.write_table(result.rejected, Path(args.work, "accepted", source.stem + ".rejects.parquet"))
         rows += result.rows_total
         rejected += result.rows_rejected
@@ -67,7 +74,7 @@ def phase_ingest(args: argparse.Namespace) -> dict[str, float]:
 def _engine(args: argparse.Namespace) -> "EngineSettings":
     from ingestion_platform.defs.recsys.features import EngineSettings
 
-    return EngineSettings(memory_limit=args.memory_limit, temp_directory=Path(args.work, "spill"))
+    return EngineSettings(memory_limit=args.memory_limit, threads=args.threads, temp_directory=Path(args.work, "spill"))
 
 
 def _accepted(args: argparse.Namespace) -> list[Path]:
@@ -109,6 +116,8 @@ PHASES = {"ingest": phase_ingest, "features": phase_features, "sampling": phase_
 
 def _child(phase: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--phase", phase, "--work", args.work, "--memory-limit", args.memory_limit]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
@@ -119,6 +128,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit for features and sampling")
+    parser.add_argument("--threads", type=int, help="DuckDB threads for features and sampling (default: every core)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -262,10 +262,11 @@ FROM per_item JOIN per_item_users USING (iidx) JOIN items USING (iidx)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, out: PathLike) -> int:
+    """Write a query's rows as Parquet; COPY answers with the row count, so the file is not read back."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    target = _quote(out)
-    con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
-    return int(_scalar(con, f"SELECT count(*) FROM read_parquet('{target}')"))
+    return int(
+        _scalar(con, f"COPY ({sql}) TO '{_quote(out)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+    )
 
 
 def compute_features(
@@ -281,8 +282,9 @@ def compute_features(
     with _connect(engine) as con:
         rows, duplicates = _load_interactions(con, interactions)
         _user_item_tables(con, engine)
-        users = _copy(con, f"{USER_FEATURES_SQL} ORDER BY user_id", user_features_out)
-        items = _copy(con, f"{ITEM_FEATURES_SQL} ORDER BY item_id", item_features_out)
+        # Integer order is id order: sorting on the integers sorts the files by user_id and item_id, cheaper.
+        users = _copy(con, f"{USER_FEATURES_SQL} ORDER BY uidx", user_features_out)
+        items = _copy(con, f"{ITEM_FEATURES_SQL} ORDER BY iidx", item_features_out)
     return FeatureStats(rows, duplicates, users, items, time.perf_counter() - started)
 
 
@@ -314,28 +316,40 @@ def training_samples(
         tempfile.TemporaryDirectory(prefix="recsys-samples-", dir=engine.temp_directory) as work,
     ):
         _load_interactions(con, interactions)
+        # One pass over the interactions: per user and item touched, how often and when last with a positive type.
+        # Minimum counts, positives, popularity and what each user has seen all follow from these pairs: the
+        # minimums keep or drop whole users and items, so they keep or drop whole pairs.
+        con.execute(
+            f"""
+            CREATE TABLE pairs AS
+            SELECT uidx, iidx, count(*) AS n, max(ts) FILTER (WHERE interaction_type IN ({types})) AS positive_ts
+            FROM interactions GROUP BY uidx, iidx
+            """
+        )
+        # Tables of an in-memory database count against memory_limit, so each goes as soon as it is used up.
+        con.execute("DROP TABLE interactions")
         con.execute(
             f"""
             CREATE TABLE kept AS
-            WITH u AS (SELECT uidx FROM interactions GROUP BY uidx HAVING count(*) >= {int(s.min_user_interactions)}),
-                 i AS (SELECT iidx FROM interactions GROUP BY iidx HAVING count(*) >= {int(s.min_item_interactions)})
-            SELECT * FROM interactions SEMI JOIN u USING (uidx) SEMI JOIN i USING (iidx)
+            WITH u AS (SELECT uidx FROM pairs GROUP BY uidx HAVING sum(n) >= {int(s.min_user_interactions)}),
+                 i AS (SELECT iidx FROM pairs GROUP BY iidx HAVING sum(n) >= {int(s.min_item_interactions)})
+            SELECT * FROM pairs SEMI JOIN u USING (uidx) SEMI JOIN i USING (iidx)
             """
         )
-        kept = int(_scalar(con, "SELECT count(*) FROM kept"))
         con.execute(
             f"""
             CREATE TABLE positives AS
-            SELECT uidx, iidx FROM (
-                SELECT uidx, iidx, max(ts) AS ts FROM kept WHERE interaction_type IN ({types}) GROUP BY uidx, iidx
-            )
-            QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY ts DESC, iidx) <= {int(s.max_positives_per_user)}
+            SELECT uidx, iidx FROM kept WHERE positive_ts IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY uidx ORDER BY positive_ts DESC, iidx)
+                <= {int(s.max_positives_per_user)}
             """
         )
         # The urn holds each kept item in proportion to its interaction count, so a uniform slot is a
         # popularity-weighted item and a draw is an equality join, not a range search.
-        con.execute("CREATE TABLE popularity AS SELECT iidx, count(*) AS n FROM kept GROUP BY iidx")
+        con.execute("CREATE TABLE popularity AS SELECT iidx, CAST(sum(n) AS BIGINT) AS n FROM kept GROUP BY iidx")
+        con.execute("DROP TABLE kept")
         total = int(_scalar(con, "SELECT coalesce(sum(n), 0) FROM popularity"))
+        kept = total
         con.execute(
             f"""
             CREATE TABLE urn AS
@@ -353,12 +367,10 @@ def training_samples(
         con.execute(
             """
             CREATE TABLE seen AS
-            SELECT DISTINCT uidx, iidx FROM interactions SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
+            SELECT uidx, iidx FROM pairs SEMI JOIN (SELECT DISTINCT uidx FROM positives) USING (uidx)
             """
         )
-        # Tables of an in-memory database count against memory_limit, so each goes as soon as it is used up.
-        con.execute("DROP TABLE interactions")
-        con.execute("DROP TABLE kept")
+        con.execute("DROP TABLE pairs")
         con.execute(
             f"""
             CREATE TABLE need AS
@@ -388,25 +400,26 @@ def training_samples(
             missing = int(_scalar(con, "SELECT sum(missing) FROM deficit"))
             passes = missing * 2 * multiplier // draws_per_pass + 1
             for part in range(passes):
-                # Three statements rather than one query with CTEs: DuckDB plans the combined query far worse.
+                # Separate statements rather than one query with CTEs: DuckDB plans the combined query far worse.
+                # The candidate draws are a table of their own so that the urn join knows their count and builds
+                # its hash table on the urn, not on the draws.
                 con.execute(
                     f"""
                     CREATE OR REPLACE TEMP TABLE draws AS
-                    SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
+                    SELECT uidx, missing, draw, CAST(hash({int(s.seed)}, uidx, draw) % {slots} AS BIGINT) AS slot
                     FROM (
-                        SELECT uidx, missing, draw, hash({int(s.seed)}, uidx, draw) % {slots} AS slot
-                        FROM (
-                            SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
-                            FROM deficit WHERE uidx % {passes} = {part}
-                        )
-                    ) JOIN urn USING (slot)
-                    GROUP BY uidx, urn.iidx
+                        SELECT uidx, missing, {offset} + unnest(range(missing * {2 * multiplier} + 8)) AS draw
+                        FROM deficit WHERE uidx % {passes} = {part}
+                    )
                     """
                 )
                 con.execute(
                     """
                     CREATE OR REPLACE TEMP TABLE fresh AS
-                    SELECT * FROM draws ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
+                    SELECT * FROM (
+                        SELECT uidx, any_value(missing) AS missing, urn.iidx, min(draw) AS draw
+                        FROM draws JOIN urn USING (slot) GROUP BY uidx, urn.iidx
+                    ) ANTI JOIN seen USING (uidx, iidx) ANTI JOIN negatives USING (uidx, iidx)
                     """
                 )
                 con.execute(
@@ -449,18 +462,11 @@ def training_samples(
         # A sort of all samples with their joins does not fit the memory limit at 20M interactions, so the file is
         # written in slices of consecutive users, each sorted by DuckDB, and the slices concatenated in order.
         slices = (positives + negatives) * _BYTES_PER_SAMPLE // _limit_bytes(engine.memory_limit) + 1
-        user_count = int(_scalar(con, "SELECT count(*) FROM users"))
-        bounds = [user_count * k // slices for k in range(slices + 1)]
-        parts: list[Path] = []
-        for k, (low, high) in enumerate(itertools.pairwise(bounds)):
-            parts.append(Path(work) / f"samples-{k:05d}.parquet")
-            _copy(
-                con,
-                f"{select} FROM ({samples}) s{joins} WHERE s.uidx > {low} AND s.uidx <= {high} "
-                "ORDER BY s.uidx, s.label DESC, s.iidx",
-                parts[-1],
-            )
-        rows = _concatenate(parts, out)
+        order = "ORDER BY s.uidx, s.label DESC, s.iidx"
+        if slices == 1:
+            rows = _copy(con, f"{select} FROM ({samples}) s{joins} {order}", out)
+        else:
+            rows = _sliced_copy(con, f"{select} FROM ({samples}) s{joins}", order, slices, Path(work), out)
         users = int(_scalar(con, "SELECT count(DISTINCT uidx) FROM positives"))
         items = int(_scalar(con, "SELECT count(*) FROM popularity"))
     return SampleStats(
@@ -474,6 +480,17 @@ def training_samples(
         rounds=rounds,
         seconds=time.perf_counter() - started,
     )
+
+
+def _sliced_copy(con: duckdb.DuckDBPyConnection, query: str, order: str, slices: int, work: Path, out: PathLike) -> int:
+    """Write the samples in slices of consecutive users, each sorted by DuckDB, then concatenate them in order."""
+    user_count = int(_scalar(con, "SELECT count(*) FROM users"))
+    bounds = [user_count * k // slices for k in range(slices + 1)]
+    parts: list[Path] = []
+    for k, (low, high) in enumerate(itertools.pairwise(bounds)):
+        parts.append(work / f"samples-{k:05d}.parquet")
+        _copy(con, f"{query} WHERE s.uidx > {low} AND s.uidx <= {high} {order}", parts[-1])
+    return _concatenate(parts, out)
 
 
 def _concatenate(parts: Sequence[Path], out: PathLike) -> int:

@@ -30,6 +30,7 @@ from ingestion_platform.defs.recsys.partitions import (
     upload_id,
 )
 from ingestion_platform.defs.recsys.validate import (
+    ACCEPTED_ROW_GROUP_ROWS,
     ACCEPTED_SCHEMA,
     ValidationResult,
     expectation_names,
@@ -104,7 +105,7 @@ def _summary_table(result: ValidationResult) -> dg.MetadataValue:
 
 def _write_parquet(store: ObjectStoreResource, key: str, table: pa.Table) -> int:
     with store.open_write(key, content_type="application/vnd.apache.parquet") as out:
-        pq.write_table(table, out, compression="zstd")
+        pq.write_table(table, out, compression="zstd", row_group_size=ACCEPTED_ROW_GROUP_ROWS)
     return store.head(key).size
 
 

@@ -69,6 +69,11 @@ ACCEPTED_SCHEMA: dict[str, pa.Schema] = {
 }
 
 
+# Rows per row group of the accepted Parquet files. DuckDB scans a file's row groups in parallel, one per thread, and
+# pyarrow's default (1Mi rows) makes a 1M-row upload one group read by one thread; this is DuckDB's own group size.
+ACCEPTED_ROW_GROUP_ROWS = 122_880
+
+
 def rejected_schema(data_type: DataType) -> pa.Schema:
     """Rejected rows keep the text as uploaded, where they were, and why: a malformed record has only `raw`."""
     text = [(c, pa.string()) for c in REQUIRED[data_type] + OPTIONAL[data_type]]

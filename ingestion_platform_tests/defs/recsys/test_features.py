@@ -256,3 +256,18 @@ def test_with_features_and_settings_checked(tmp_path: Path) -> None:
         training_samples([source], tmp_path / "t.parquet", SamplingSettings(positive_types=("bogus",)))
     with pytest.raises(ValueError, match="no interaction files"):
         compute_features([], tmp_path / "u2.parquet", tmp_path / "i2.parquet")
+
+
+def test_memory_limit_splits_the_work_not_the_result(tmp_path: Path) -> None:
+    # 48 MB makes the sliced paths run: draws in passes of users, samples written in slices and concatenated;
+    # the file must be the one a single pass writes.
+    source = _write(tmp_path, _synthetic(rows=500_000, users=12_000, items=2_000, seed=7), "x.parquet")
+    settings = SamplingSettings(seed=3)
+    small = training_samples(
+        [source], tmp_path / "small.parquet", settings, engine=EngineSettings(memory_limit="48MB", threads=2)
+    )
+    large = training_samples([source], tmp_path / "large.parquet", settings, engine=ENGINE)
+    assert small.rows * 100 > 2 * 48_000_000  # three slices
+    assert (small.rows, small.positives, small.negatives) == (large.rows, large.positives, large.negatives)
+    assert pq.read_table(tmp_path / "small.parquet").equals(pq.read_table(tmp_path / "large.parquet"))
+    assert pq.ParquetFile(tmp_path / "small.parquet").metadata.num_row_groups > 1
