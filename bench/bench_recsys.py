@@ -10,13 +10,16 @@ uploads), then three phases, each in a fresh child process that reports its own 
   the one-time import of Great Expectations and building its context is timed apart (`gx_setup_s`);
 - features: user and item features over all accepted Parquet files (DuckDB, `--memory-limit`);
 - sampling: training samples (positives, 4 negatives each by popularity) over the same files.
+- floor: DuckDB with the same settings only reading those files, and only grouping them by (user, item): the
+  least work any features computation does, printed as the bound on this machine.
 The old figures come from its README; it is not runnable here (Kafka, MinIO), so the ratios compare against them.
 
 Run: `env -u PYTHONDONTWRITEBYTECODE uv run --frozen --extra dev python bench/bench_recsys.py
 [--interactions 1000000] [--memory-limit 1GB] [--threads N]`. `--threads` defaults to DuckDB's own choice (every core);
 on a machine whose cores are busy with other work, 1 thread can be faster, as DuckDB's parallel aggregates cost more
 CPU in all. The last line is
-`RESULT ingest_rows_per_s=N features_rows_per_s=N samples_per_s=N peak_rss_mb=N`.
+`RESULT ingest_rows_per_s=N features_rows_per_s=N samples_per_s=N peak_rss_mb=N floor_read_rows_per_s=N
+floor_group_rows_per_s=N` (one line).
 """
 
 import argparse
@@ -111,7 +114,27 @@ def phase_sampling(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-PHASES = {"ingest": phase_ingest, "features": phase_features, "sampling": phase_sampling}
+def phase_floor(args: argparse.Namespace) -> dict[str, float]:
+    """What DuckDB needs, with the same settings, just to read the accepted files and to group them by (user, item):
+    work any features computation does, so it bounds what features/s can be on this machine."""
+    from ingestion_platform.defs.recsys.features import _connect
+
+    files = "[" + ", ".join(f"'{p}'" for p in _accepted(args)) + "]"
+    timings: dict[str, float] = {}
+    with _connect(_engine(args)) as con:
+        started = time.perf_counter()
+        con.execute(f"CREATE TABLE everything AS SELECT * FROM read_parquet({files})")
+        timings["read_seconds"] = time.perf_counter() - started
+        rows = con.execute("SELECT count(*) FROM everything").fetchone()
+        started = time.perf_counter()
+        con.execute(
+            f"CREATE TABLE pairs AS SELECT user_id, item_id, count(*) AS n FROM read_parquet({files}) GROUP BY ALL"
+        )
+        timings["group_seconds"] = time.perf_counter() - started
+    return {"rows": float(rows[0]) if rows else 0.0, **timings}
+
+
+PHASES = {"ingest": phase_ingest, "features": phase_features, "sampling": phase_sampling, "floor": phase_floor}
 
 
 def _child(phase: str, args: argparse.Namespace) -> dict[str, float]:
@@ -158,6 +181,7 @@ def main() -> int:
         ingest = _child("ingest", args)
         features = _child("features", args)
         sampling = _child("sampling", args)
+        floor = _child("floor", args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -190,8 +214,16 @@ def main() -> int:
         print(f"{label:<34}{ours:>14,.0f}{old:>14,.0f}{ours / old:>8.1f}x{rss_text}")
     print(f"{'peak RSS MB (max of phases)':<34}{peak:>14,.0f}{old_mb:>14,.0f}{old_mb / peak:>8.1f}x less")
     print(
+        f"floor on this machine (DuckDB, same settings): reading the accepted files "
+        f"{floor['rows'] / floor['read_seconds']:,.0f} rows/s, one GROUP BY (user_id, item_id) over them "
+        f"{floor['rows'] / floor['group_seconds']:,.0f} rows/s; 50x the old features figure is "
+        f"{50 * OLD_FEATURES_ROWS_S:,} interactions/s"
+    )
+    print(
         f"RESULT ingest_rows_per_s={ingest_rate:.0f} features_rows_per_s={features_rate:.0f} "
-        f"samples_per_s={samples_rate:.0f} peak_rss_mb={peak:.0f}"
+        f"samples_per_s={samples_rate:.0f} peak_rss_mb={peak:.0f} "
+        f"floor_read_rows_per_s={floor['rows'] / floor['read_seconds']:.0f} "
+        f"floor_group_rows_per_s={floor['rows'] / floor['group_seconds']:.0f}"
     )
     return 0
 
