@@ -11,7 +11,8 @@ local files and the warehouse the embedded PostgreSQL (or WAREHOUSE_URL). posts/
 time of the two materializations.
 
 Run: `env -u PYTHONDONTWRITEBYTECODE uv run --extra bench python bench/bench_brightdata.py [--posts 200000]`.
-The last line is `RESULT posts_per_s=N old_posts_per_s=1000 peak_rss_mb=N ...` (then seconds per stage).
+The last line is `RESULT posts_per_s=N old_posts_per_s=1000 peak_rss_mb=N ...` (then seconds per stage and the
+raw COPY floor: the same posts, pre-made CSV, COPYed into a copy of the table).
 """
 
 import argparse
@@ -80,6 +81,26 @@ def _start_sandbox(posts_per_snapshot: int) -> tuple[subprocess.Popen[str], str]
     return process, line.removeprefix("listening ")
 
 
+def _copy_floor(warehouse: WarehouseResource) -> float:
+    """Seconds for PostgreSQL's own COPY of the loaded posts, already rendered as CSV, into an empty table like
+    social.posts (same columns, indexes and constraints): what storing the rows costs with no download, parsing,
+    validation or merge, measured after the flow on the same server."""
+    with warehouse.raw_connection() as conn, conn.cursor() as cur:
+        buffer = bytearray()
+        with cur.copy("COPY social.posts TO STDOUT (FORMAT csv)") as out:
+            for block in out:
+                buffer += block
+        cur.execute("CREATE TABLE social.bench_posts_floor (LIKE social.posts INCLUDING ALL)")
+        started = time.perf_counter()
+        with cur.copy("COPY social.bench_posts_floor FROM STDIN (FORMAT csv)") as copy:
+            view = memoryview(buffer)
+            for start in range(0, len(view), 1 << 20):
+                copy.write(view[start : start + (1 << 20)])
+        seconds = time.perf_counter() - started
+        cur.execute("DROP TABLE social.bench_posts_floor")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=200_000, help="records in the snapshot")
@@ -138,6 +159,7 @@ def main() -> None:
             seconds = finished - started
             rate = loaded / seconds
             peak = _peak_rss_mb()
+            copy_seconds = _copy_floor(warehouse)  # after the peak: it holds the CSV in memory
             size_mb = _number(raw_meta, "bytes") / 1e6
             print(
                 f"snapshot: {args.posts} records, {size_mb:.1f} MB, {loaded} posts loaded, "
@@ -156,10 +178,15 @@ def main() -> None:
             )
             print(f"peak RSS: {peak:.0f} MB (before the two materializations: {rss_before:.0f} MB)")
             print(
+                f"floor: a raw COPY of the loaded posts (pre-made CSV) into a copy of social.posts with its indexes: "
+                f"{copy_seconds:.2f} s = {loaded / copy_seconds:,.0f} posts/s, before any download or parsing; "
+                f"50x the old service is {50 * OLD_POSTS_PER_S:,} posts/s"
+            )
+            print(
                 f"RESULT posts_per_s={rate:.0f} old_posts_per_s={OLD_POSTS_PER_S} peak_rss_mb={peak:.0f} "
                 f"download_store_s={downloaded - started:.2f} parse_load_s={finished - downloaded:.2f} "
                 f"load_s={post_meta['load_seconds'].value:.2f} parse_s={post_meta['parse_seconds'].value:.2f} "
-                f"snapshot_mb={size_mb:.0f}"
+                f"snapshot_mb={size_mb:.0f} copy_posts_per_s={loaded / copy_seconds:.0f}"
             )
     finally:
         sandbox.terminate()
