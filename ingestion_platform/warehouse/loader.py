@@ -2,13 +2,13 @@
 transaction.
 
 Why this shape:
-- COPY is the only PostgreSQL path that reaches hundreds of thousands of rows per second. Batches are written as
-  CSV by pyarrow's C++ writer, one batch ahead in a worker thread, so memory stays bounded by two batches.
-  Binary COPY through ADBC (`adbc_ingest(..., temporary=True)`) stages about 2x faster (measured in one run: 1M
-  10-column rows, 2.2x the wall rate, a third of the client CPU and 40% of the server CPU of this CSV path), but
-  it stages over ADBC's own libpq session and a temporary table exists only in its session: adopting it means
-  running the whole load (checks, the transaction) through ADBC's DB-API instead of psycopg, or staging into a
-  regular table, which the least-privilege loading role (TEMP, no CREATE) cannot make. Not done yet.
+- COPY is the only PostgreSQL path that reaches hundreds of thousands of rows per second. Batches are encoded in
+  binary COPY form by Arrow kernels (`binary_copy.py`), one batch ahead in a worker thread, so memory stays
+  bounded by two batches; against pyarrow's CSV writer this halves the client's encoding time and the server's
+  staging time (fixed-width values are not rendered and parsed as text). Binary COPY through ADBC
+  (`adbc_ingest(..., temporary=True)`) would do the same in C, but over ADBC's own libpq session, where the
+  session's temporary stage does not exist, and the least-privilege loading role (TEMP, no CREATE) cannot make a
+  regular staging table for it.
 - Staging happens in a session temporary table in autocommit mode, outside any transaction on the target: a
   source read slowly (BigQuery pages, an HTTP API paged for an hour) holds no lock and cannot die to an
   idle-in-transaction timeout. Only the final step, which reads nothing from the source, is a transaction:
@@ -71,6 +71,7 @@ from psycopg import Connection, sql
 from psycopg.errors import DataError, UniqueViolation
 from psycopg.types.json import Jsonb
 
+from ingestion_platform.warehouse import binary_copy
 from ingestion_platform.warehouse.schema import TableSpec, ensure_table, pending_spec
 
 type Batch = pa.RecordBatch | pa.Table | pd.DataFrame
@@ -93,6 +94,12 @@ MIN_SERVER_VERSION = 160000
 WORK_MEM = "256MB"
 
 _INT_RANGES = {"smallint": 16, "integer": 32, "bigint": 64}
+# What a jsonb value must look like at its ends (JSON's grammar, after JSON whitespace): a value that does not match
+# is certainly not JSON, so it is marked as a reject in Arrow, before COPY. Values that match may still be invalid
+# ("{not: json}"): the casts in the merge find those.
+_JSON_SHAPE = r'^[ \t\n\r]*(?:\{(?s:.*)\}|\[(?s:.*)\]|"(?s:.*)"|-?[0-9](?s:.*[0-9])?|true|false|null)[ \t\n\r]*$'
+# The reason recorded for such a value until the move to `<table>_rejects` asks PostgreSQL for its own message.
+_NOT_JSON = "invalid input syntax for type json"
 
 
 @dataclass(frozen=True)
@@ -243,8 +250,9 @@ def _mark(error: Any, error_column: Any, failing: Any, reason: str, name: str) -
 
 
 def _prepare(table: pa.Table, plan: _Plan, spec: TableSpec) -> pa.Table:
-    """Order and type a batch like the first one; mark rows with NUL bytes (COPY refuses them) and NULLs in NOT
-    NULL columns as rejects here, where Arrow's null counts and a memchr make it nearly free."""
+    """Order and type a batch like the first one; mark rows with NUL bytes (COPY refuses them), NULLs in NOT NULL
+    columns and jsonb values that cannot be JSON as rejects here, where Arrow's null counts, a memchr and one
+    regular expression make it nearly free (the merge then needs no pass to find them)."""
     if table.column_names != plan.columns:
         if set(table.column_names) != set(plan.columns):
             raise ValueError(f"{spec.qualified_name}: all batches must have the same columns as the first")
@@ -267,33 +275,37 @@ def _prepare(table: pa.Table, plan: _Plan, spec: TableSpec) -> pa.Table:
                 column = pc.replace_substring(column, "\x00", "\ufffd")
                 reason = "value contains a NUL byte (shown as U+FFFD)"
                 error, error_column = _mark(error, error_column, has_nul, reason, name)
+        if spec.column(name).type == "jsonb" and column.null_count < len(column):
+            not_json = pc.invert(pc.fill_null(pc.match_substring_regex(column, _JSON_SHAPE), True))
+            if pc.any(not_json).as_py():
+                error, error_column = _mark(error, error_column, not_json, _NOT_JSON, name)
         arrays.append(column)
     return pa.Table.from_arrays([*arrays, error, error_column], names=[*plan.columns, _ERROR, _ERROR_COLUMN])
 
 
 def _encode(first: pa.Table, rest: Iterator[Batch], plan: _Plan, spec: TableSpec) -> Iterator[_Chunk]:
-    """CSV-encode batches one ahead of the COPY, in a worker thread.
+    """Encode batches for binary COPY one ahead of the COPY, in a worker thread.
 
-    pyarrow's CSV writer and psycopg's socket writes both release the GIL, so encoding batch k+1 (and pulling it
-    from the source, e.g. a BigQuery page) overlaps with sending batch k; memory stays at two encoded batches.
-    The encoded bytes go to COPY as a view of the writer's buffer, never copied again.
+    Arrow's kernels and psycopg's socket writes both release the GIL, so encoding batch k+1 (and pulling it from
+    the source, e.g. a BigQuery page) overlaps with sending batch k; memory stays at two encoded batches. The
+    encoded bytes go to COPY as a view of Arrow's buffer, never copied again.
     """
     pending_tables: Iterator[pa.Table] = itertools.chain([first], (_to_arrow(b, spec) for b in rest))
+    staged = [*(plan.staged[c] for c in plan.columns), "text", "text"]  # and _ERROR, _ERROR_COLUMN
 
     def next_chunk() -> _Chunk | None:
         for table in pending_tables:
             if table.num_rows == 0:
                 continue
-            buffer = io.BytesIO()
             prepared = _prepare(table, plan, spec)
-            pa_csv.write_csv(prepared, buffer, _CSV_OPTIONS)
+            encoded = binary_copy.encode_rows(prepared, staged)
             marked = table.num_rows - prepared.column(_ERROR).null_count
             tenants = (
                 frozenset(pc.unique(pc.cast(table.column("tenant_id"), pa.string())).to_pylist())
                 if "tenant_id" in plan.columns
                 else frozenset()
             )
-            return _Chunk(table.num_rows, marked, tenants, buffer.getbuffer())
+            return _Chunk(table.num_rows, marked, tenants, memoryview(encoded))
         return None
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader-encode") as pool:
@@ -358,6 +370,8 @@ class _Stage:
 
 def _plan_for(table: pa.Table, spec: TableSpec) -> _Plan:
     staged = {f.name: _staged_type(f.type, spec.column(f.name).type) for f in table.schema}
+    # numeric has no binary encoder here (its send form is base-10000 digit groups): staged as its exact text.
+    staged = {name: t if t in binary_copy.ENCODED_TYPES else "text" for name, t in staged.items()}
     return _Plan(list(table.column_names), staged, {f.name: f.type for f in table.schema})
 
 
@@ -519,10 +533,11 @@ def _slice_predicate(spec: TableSpec, slice_: Mapping[str, Sequence[Any]], alias
 
 def _copy(cur: Any, stage: _Stage, chunks: Iterator[_Chunk]) -> tuple[int, int]:
     rows = copied = 0
-    copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+    copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
         stage.ident, sql.SQL(", ").join(map(sql.Identifier, [*stage.plan.columns, _ERROR, _ERROR_COLUMN]))
     )
     with cur.copy(copy_stmt) as copy:
+        copy.write(binary_copy.SIGNATURE)
         for chunk in chunks:
             copy.write(chunk.data)
             stage.marked += chunk.marked
@@ -530,6 +545,7 @@ def _copy(cur: Any, stage: _Stage, chunks: Iterator[_Chunk]) -> tuple[int, int]:
             rows += chunk.rows
             copied += chunk.data.nbytes
             chunk.data.release()
+        copy.write(binary_copy.TRAILER)
     return rows, copied
 
 
@@ -877,6 +893,23 @@ def _line_expr(stage: _Stage) -> sql.Composable:
     )
 
 
+def _reason_expr(stage: _Stage) -> sql.Composable:
+    """A staged row's reject reason: for jsonb values marked in Arrow as not JSON, PostgreSQL's own message."""
+    err, errcol = sql.Identifier("s", _ERROR), sql.Identifier("s", _ERROR_COLUMN)
+    jsonb = [c for c in stage.plan.columns if stage.spec.column(c).type == "jsonb"]
+    if not jsonb:
+        return err
+    return sql.SQL("coalesce(CASE WHEN {err} = {placeholder} THEN CASE {errcol} {whens} END END, {err})").format(
+        err=err,
+        placeholder=sql.Literal(_NOT_JSON),
+        errcol=errcol,
+        whens=sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN (pg_input_error_info({}, 'jsonb')).message").format(sql.Literal(c), stage.raw(c))
+            for c in jsonb
+        ),
+    )
+
+
 def _move_rejects(
     cur: Any,
     stage: _Stage,
@@ -913,7 +946,7 @@ def _move_rejects(
         cur.execute(
             sql.SQL(
                 "INSERT INTO {rejects} (tenant_id, source_file, line_number, column_name, reason, raw, loaded_at) "
-                "SELECT {tenant}, coalesce(s.{src}, %s), {line}, s.{errcol}, s.{err}, to_jsonb(s) - {meta}, now() "
+                "SELECT {tenant}, coalesce(s.{src}, %s), {line}, s.{errcol}, {reason}, to_jsonb(s) - {meta}, now() "
                 "FROM {stage} s WHERE s.{err} IS NOT NULL"
             ).format(
                 rejects=rejects,
@@ -921,6 +954,7 @@ def _move_rejects(
                 src=sql.Identifier(_SOURCE),
                 line=_line_expr(stage),
                 errcol=sql.Identifier(_ERROR_COLUMN),
+                reason=_reason_expr(stage),
                 err=sql.Identifier(_ERROR),
                 meta=stage.meta_array,
                 stage=stage.ident,
