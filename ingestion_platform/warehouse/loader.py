@@ -68,7 +68,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import Connection, sql
-from psycopg.errors import DataError, UniqueViolation
+from psycopg.errors import DataError, LockNotAvailable, UniqueViolation
 from psycopg.types.json import Jsonb
 
 from ingestion_platform.warehouse import binary_copy
@@ -92,6 +92,10 @@ MERGE_MIN_SERVER_VERSION = 170000
 MIN_SERVER_VERSION = 160000
 
 WORK_MEM = "256MB"
+TEMP_BUFFERS = "256MB"
+# Below this many staged rows, a load into an empty table maintains its indexes row by row: dropping and building
+# them costs catalog changes and a full index build, which only pays off on large inputs.
+REBUILD_INDEXES_MIN_ROWS = 10_000
 
 _INT_RANGES = {"smallint": 16, "integer": 32, "bigint": 64}
 # What a jsonb value must look like at its ends (JSON's grammar, after JSON whitespace): a value that does not match
@@ -322,7 +326,8 @@ class _Stage:
         self.spec = spec
         self.plan = plan
         self.ident = sql.Identifier(f"_stage_{uuid.uuid4().hex[:12]}_{spec.name}"[:63])
-        # Rows marked as rejects so far (so clean loads skip the rejects statements) and the tenants seen.
+        # Rows staged, rows marked as rejects so far (so clean loads skip the rejects statements), tenants seen.
+        self.rows = 0
         self.marked = 0
         self.tenants: set[str | None] = set()
         # Rows `_validate` marked are also copied, as reject rows, into this small table while being marked, so
@@ -366,6 +371,21 @@ class _Stage:
     @property
     def meta_array(self) -> sql.Composable:
         return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, _META)))
+
+
+def _raise_temp_buffers(cur: Any) -> None:
+    """Give the session room to keep a large stage in memory, if it has not used temporary tables yet.
+
+    The stage is a temporary table, held in the session's own buffers (`temp_buffers`, 8 MB by default): a larger
+    stage is written out to the kernel while it is copied and read back by every later pass (validation, rejects,
+    the merge). Measured on 1M GA4-like rows (a 230 MB stage): 5.15 s of server CPU for the load with 256 MB
+    against 6.20 s with the default. The buffers are allocated only as the stage grows, so small loads cost
+    nothing more. PostgreSQL refuses the setting once the session has touched a temporary table; it then stays,
+    like this setting itself, for the (pooled) session's life.
+    """
+    cur.execute("SELECT pg_my_temp_schema() = 0")
+    if cur.fetchone()[0]:
+        cur.execute(sql.SQL("SET temp_buffers = {}").format(sql.Literal(TEMP_BUFFERS)))
 
 
 def _plan_for(table: pa.Table, spec: TableSpec) -> _Plan:
@@ -546,6 +566,7 @@ def _copy(cur: Any, stage: _Stage, chunks: Iterator[_Chunk]) -> tuple[int, int]:
             copied += chunk.data.nbytes
             chunk.data.release()
         copy.write(binary_copy.TRAILER)
+    stage.rows = rows
     return rows, copied
 
 
@@ -628,6 +649,7 @@ def load(
             cur.execute("SET TIME ZONE 'UTC'")
             # Duplicate detection and the merge's join hash the whole stage; the default 4 MB spills to disk.
             cur.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(WORK_MEM)))
+            _raise_temp_buffers(cur)
             _create_stage(cur, stage)
             rows = copied = 0
             if first is not None:
@@ -775,7 +797,7 @@ def _apply(
     if spec.parks:
         out["parked"], out["pending"], out["oldest_pending_seconds"] = _park(cur, stage, pending, source, scope)
     if mode == "merge" and unchecked == "insert":
-        out["inserted"] = _insert_good_rows(cur, stage)
+        out["inserted"] = _insert_good_rows(conn, cur, stage)
         if slice_:
             deleted, tombstoned = _remove_absent(cur, stage, slice_)
             out["deleted"] += deleted
@@ -1027,13 +1049,70 @@ def _merge(conn: Connection, cur: Any, stage: _Stage) -> tuple[int, int]:
     return _first_that_works(conn, cur, statements)
 
 
-def _insert_good_rows(cur: Any, stage: _Stage) -> int:
-    """The good rows into the target with one INSERT: no join, no RETURNING; a repeated key raises UniqueViolation."""
+def _insert_good_rows(conn: Connection, cur: Any, stage: _Stage) -> int:
+    """The good rows into the target with one INSERT: no join, no RETURNING; a repeated key raises UniqueViolation.
+
+    A large load into a table that is still empty builds the table's indexes after the INSERT instead of
+    maintaining them row by row, where the loading role may (see `_indexes_to_rebuild`): measured on 1M GA4-like
+    rows, inserting with the primary key cost 4.8-5.5 s of server CPU, inserting without it and then adding it
+    3.0-3.5 s. A repeated key then fails the index build with the same UniqueViolation.
+    """
+    rebuild = _indexes_to_rebuild(conn, cur, stage.spec) if stage.rows >= REBUILD_INDEXES_MIN_ROWS else []
+    for drop, _ in rebuild:
+        cur.execute(drop)
     cols = sql.SQL(", ").join(map(sql.Identifier, stage.plan.columns))
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} s").format(stage.spec.ident(), cols, cols, stage.typed_rows())
     )
-    return int(cur.rowcount)
+    inserted = int(cur.rowcount)
+    for _, create in rebuild:
+        cur.execute(create)
+    return inserted
+
+
+def _indexes_to_rebuild(conn: Connection, cur: Any, spec: TableSpec) -> list[tuple[sql.Composable, sql.Composable]]:
+    """(drop, create) statements for the target's indexes, if they can be built after the insert, else none.
+
+    Only where the loading role owns the table (the least-privilege role does not: it maintains them), no foreign
+    key of another table depends on them, and, under an ACCESS EXCLUSIVE lock taken without waiting (a reader or
+    a concurrent load holding any lock on the table keeps the ordinary path), the table is still empty. Each index
+    is recreated from the catalog's own definition, constraints under their names, so the table ends exactly as
+    declared; all of it inside the load's transaction, which a failure rolls back whole.
+    """
+    cur.execute(
+        sql.SQL(
+            "SELECT pg_has_role(c.relowner, 'USAGE') AND NOT EXISTS (SELECT 1 FROM pg_constraint f "
+            "WHERE f.confrelid = c.oid AND f.contype = 'f') FROM pg_class c WHERE c.oid = {}::regclass"
+        ).format(sql.Literal(spec.qualified_name))
+    )
+    if not cur.fetchone()[0]:
+        return []
+    try:
+        with conn.transaction():
+            cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(spec.ident()))
+    except LockNotAvailable:
+        return []
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.ident()))
+    if cur.fetchone()[0]:
+        return []
+    cur.execute(
+        sql.SQL(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), con.conname, "
+            "pg_get_constraintdef(con.oid) FROM pg_index i LEFT JOIN pg_constraint con ON con.conindid = "
+            "i.indexrelid AND con.conrelid = i.indrelid WHERE i.indrelid = {}::regclass ORDER BY con.conname IS NULL"
+        ).format(sql.Literal(spec.qualified_name))
+    )
+    statements: list[tuple[sql.Composable, sql.Composable]] = []
+    for index, index_def, constraint, constraint_def in cur.fetchall():
+        if constraint is None:
+            drop = sql.SQL("DROP INDEX {}").format(sql.Identifier(spec.schema, index.rsplit(".", 1)[-1]))
+            statements.append((drop, sql.SQL(index_def)))
+        else:
+            name = sql.Identifier(constraint)
+            drop = sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(spec.ident(), name)
+            create = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(spec.ident(), name, sql.SQL(constraint_def))
+            statements.append((drop, create))
+    return statements
 
 
 def _first_that_works(conn: Connection, cur: Any, statements: list[sql.Composed]) -> tuple[int, int]:
