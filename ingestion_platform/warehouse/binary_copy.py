@@ -72,24 +72,28 @@ def _values(column: pa.Array, staged: str) -> np.ndarray:
     return column.cast(_ARROW_NUMBER[staged]).fill_null(0).to_numpy()
 
 
-def _field(column: pa.Array, staged: str) -> pa.Array:
-    """Each value of `column` as one binary COPY field: int32 length, then the value (or length -1 for NULL)."""
+def _fields(column: pa.Array, staged: str) -> list[pa.Array]:
+    """Each value of `column` as one binary COPY field: int32 length, then the value (or length -1 for NULL), as
+    arrays whose row-wise concatenation is the field (a text field stays two arrays, so its data is copied once,
+    by the final join)."""
     rows = len(column)
     if column.null_count == rows:
-        return _fixed_size(np.frombuffer(_NULL_FIELD * rows, np.uint8), 4, rows)
+        return [_fixed_size(np.frombuffer(_NULL_FIELD * rows, np.uint8), 4, rows)]
     if staged in FIXED_WIDTH:
         dtype = np.dtype(FIXED_WIDTH[staged])
         packed = np.empty(rows, dtype=[("length", ">i4"), ("value", dtype)])
         packed["length"] = dtype.itemsize
         packed["value"] = _values(column, staged)
         field = _fixed_size(packed.view(np.uint8), 4 + dtype.itemsize, rows)
-    else:
-        data = column.cast(pa.large_binary())
-        lengths = pc.binary_length(data).fill_null(0).to_numpy().astype(">i4")
-        field = pc.binary_join_element_wise(_fixed_size(lengths.view(np.uint8), 4, rows), data, _EMPTY)
-    if column.null_count:
-        field = pc.if_else(column.is_valid(), field, pa.scalar(_NULL_FIELD, pa.large_binary()))
-    return field
+        if column.null_count:
+            field = pc.if_else(column.is_valid(), field, pa.scalar(_NULL_FIELD, pa.large_binary()))
+        return [field]
+    data = column.cast(pa.large_binary())
+    lengths = pc.binary_length(data).to_numpy(zero_copy_only=False)
+    if data.null_count:
+        lengths = np.where(data.is_valid().to_numpy(zero_copy_only=False), lengths, -1)
+        data = data.fill_null(b"")
+    return [_fixed_size(lengths.astype(">i4").view(np.uint8), 4, rows), data]
 
 
 def encode_rows(table: pa.Table, staged: list[str]) -> pa.Buffer:
@@ -97,7 +101,7 @@ def encode_rows(table: pa.Table, staged: list[str]) -> pa.Buffer:
     one of `ENCODED_TYPES` (a text column must hold strings)."""
     rows = table.num_rows
     header = _fixed_size(np.full(rows, len(staged), ">i2").view(np.uint8), 2, rows)
-    fields = [_field(table.column(i).combine_chunks(), t) for i, t in enumerate(staged)]
+    fields = [f for i, t in enumerate(staged) for f in _fields(table.column(i).combine_chunks(), t)]
     joined = pc.binary_join_element_wise(header, *fields, _EMPTY)
     offsets = np.frombuffer(joined.buffers()[1], np.int64, rows + 1, joined.offset * 8)
     return joined.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
