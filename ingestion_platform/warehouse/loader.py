@@ -63,6 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -295,13 +296,20 @@ def _encode(first: pa.Table, rest: Iterator[Batch], plan: _Plan, spec: TableSpec
     encoded bytes go to COPY as a view of Arrow's buffer, never copied again.
     """
     pending_tables: Iterator[pa.Table] = itertools.chain([first], (_to_arrow(b, spec) for b in rest))
-    staged = [*(plan.staged[c] for c in plan.columns), "text", "text"]  # and _ERROR, _ERROR_COLUMN
+    staged = [*(plan.staged[c] for c in plan.columns), "text", "text", "bigint"]  # _ERROR, _ERROR_COLUMN, _ORDINAL
+    # Input ordinals (1-based) are numbered here rather than by an identity column: a million nextval() calls cost
+    # the server about half a second, numpy's arange nothing.
+    first_ordinal = 1
 
     def next_chunk() -> _Chunk | None:
+        nonlocal first_ordinal
         for table in pending_tables:
             if table.num_rows == 0:
                 continue
             prepared = _prepare(table, plan, spec)
+            ordinal = pa.array(np.arange(first_ordinal, first_ordinal + table.num_rows, dtype=np.int64))
+            prepared = prepared.append_column(_ORDINAL, ordinal)
+            first_ordinal += table.num_rows
             encoded = binary_copy.encode_rows(prepared, staged)
             marked = table.num_rows - prepared.column(_ERROR).null_count
             tenants = (
@@ -406,7 +414,7 @@ def _create_stage(cur: Any, stage: _Stage) -> None:
     cols = [
         sql.SQL("{} text").format(sql.Identifier(_ERROR)),
         sql.SQL("{} text").format(sql.Identifier(_PARK)),
-        sql.SQL("{} bigint GENERATED ALWAYS AS IDENTITY").format(sql.Identifier(_ORDINAL)),
+        sql.SQL("{} bigint").format(sql.Identifier(_ORDINAL)),
         sql.SQL("{} text").format(sql.Identifier(_ERROR_COLUMN)),
         sql.SQL("{} timestamptz").format(sql.Identifier(_PARKED_AT)),
         sql.SQL("{} text").format(sql.Identifier(_SOURCE)),
@@ -556,7 +564,7 @@ def _slice_predicate(spec: TableSpec, slice_: Mapping[str, Sequence[Any]], alias
 def _copy(cur: Any, stage: _Stage, chunks: Iterator[_Chunk]) -> tuple[int, int]:
     rows = copied = 0
     copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-        stage.ident, sql.SQL(", ").join(map(sql.Identifier, [*stage.plan.columns, _ERROR, _ERROR_COLUMN]))
+        stage.ident, sql.SQL(", ").join(map(sql.Identifier, [*stage.plan.columns, _ERROR, _ERROR_COLUMN, _ORDINAL]))
     )
     with cur.copy(copy_stmt) as copy:
         copy.write(binary_copy.SIGNATURE)
@@ -846,7 +854,7 @@ def _unpark(cur: Any, stage: _Stage, pending: sql.Identifier, scope: tuple[sql.C
     cur.execute(
         sql.SQL(
             "WITH moved AS (DELETE FROM {pending} WHERE {where} RETURNING raw, parked_at, source_file, "
-            "line_number) INSERT INTO {stage} ({cols}, {ord}, {parked_at}, {source}, {line}) OVERRIDING SYSTEM VALUE "
+            "line_number) INSERT INTO {stage} ({cols}, {ord}, {parked_at}, {source}, {line}) "
             "SELECT {r_cols}, -row_number() OVER (), m.parked_at, m.source_file, m.line_number "
             "FROM moved m, jsonb_populate_record(NULL::{stage}, m.raw) r"
         ).format(
