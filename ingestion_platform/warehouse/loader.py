@@ -18,15 +18,16 @@ Why this shape:
   staged typed; the others (text for a bigint, JSON text for jsonb, ...) are staged as text and checked in SQL with
   `pg_input_is_valid` / `pg_input_error_info` (PostgreSQL 16 or newer, checked at load). NUL bytes, which COPY
   refuses for the whole load, and jsonb values that cannot be JSON by their first and last characters (the usual
-  bad value: truncated, empty, not JSON at all) are found in Arrow before COPY. NOT NULL, the spec's named checks and foreign keys
-  are checked against the staged rows too. Every failing row lands in `<schema>.<table>_rejects` with the raw row
-  as JSON, the reason, the column, the source and line (or input ordinal) and the load time, in the same
-  transaction as the good rows. Parsers pass rows they could not even parse as `Reject`s through the same call.
+  bad value: truncated, empty, not JSON at all) are found in Arrow before COPY. NOT NULL, the spec's named checks
+  and foreign keys are checked against the staged rows too. Every failing row lands in `<schema>.<table>_rejects`
+  with the raw row as JSON, the reason, the column, the source and line (or input ordinal) and the load time, in
+  the same transaction as the good rows. Parsers pass rows they could not even parse as `Reject`s through the same
+  call.
 - Clean input, the usual case, pays for none of that checking when the spec declares no checks: the merge is
   tried first with the casts themselves finding values that do not parse, and into an empty target (a first load,
   a backfill into a new table) as one plain INSERT whose primary key finds repeated keys; a large one builds the
-  table's indexes after the INSERT where the role owns the table. A failed attempt rolls
-  back and the load takes the checked path; the price is one rolled-back statement when the input has bad rows,
+  table's indexes after the INSERT where the role owns the table. A failed attempt rolls back and the load takes
+  the checked path; the price is one rolled-back statement when the input has bad rows,
   plus one pass over the columns that can fail (jsonb checked first with the cheaper `IS JSON`), which also
   collects the reject rows so moving them needs no second pass.
 
