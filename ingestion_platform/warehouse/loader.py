@@ -1110,15 +1110,16 @@ def _indexes_to_rebuild(conn: Connection, cur: Any, spec: TableSpec) -> list[tup
         return []
     cur.execute(
         sql.SQL(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), con.conname, "
-            "pg_get_constraintdef(con.oid) FROM pg_index i LEFT JOIN pg_constraint con ON con.conindid = "
-            "i.indexrelid AND con.conrelid = i.indrelid WHERE i.indrelid = {}::regclass ORDER BY con.conname IS NULL"
+            "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid) "
+            "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid LEFT JOIN pg_constraint con "
+            "ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid WHERE i.indrelid = {}::regclass "
+            "ORDER BY con.conname IS NULL"
         ).format(sql.Literal(spec.qualified_name))
     )
     statements: list[tuple[sql.Composable, sql.Composable]] = []
     for index, index_def, constraint, constraint_def in cur.fetchall():
         if constraint is None:
-            drop = sql.SQL("DROP INDEX {}").format(sql.Identifier(spec.schema, index.rsplit(".", 1)[-1]))
+            drop = sql.SQL("DROP INDEX {}").format(sql.Identifier(spec.schema, index))
             statements.append((drop, sql.SQL(index_def)))
         else:
             name = sql.Identifier(constraint)
